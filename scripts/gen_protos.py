@@ -35,7 +35,7 @@ POOL = descriptor_pool.DescriptorPool()
 
 
 def _rewrite(text: str) -> str:
-    text = re.sub(r"^from flame\.(v1|backend\.v1) import", r"from flame._proto.\1 import", text, flags=re.M)
+    text = re.sub(r"^from flame\.v1 import", "from flame._proto.v1 import", text, flags=re.M)
     text = re.sub(r"^from flame import (\w+)", r"from flame._proto import \1", text, flags=re.M)
     return text.replace(
         "_descriptor_pool.Default().AddSerializedFile(",

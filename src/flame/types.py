@@ -95,8 +95,7 @@ def parse_memory(text: str | int) -> int:
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _MEMORY_UNITS:
         raise InvalidArgument(
-            f"invalid memory size {text!r}: expected a whole number with an optional unit k, m, g or t "
-            "(e.g. 512m, 2g)"
+            f"invalid memory size {text!r}: expected a whole number with an optional unit k, m, g or t (e.g. 512m, 2g)"
         )
     return int(match.group(1)) * _MEMORY_UNITS[unit]
 

@@ -1,0 +1,38 @@
+from flame._proto.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitTasksRequest(_message.Message):
+    __slots__ = ("session_id", "inputs")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    inputs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[str] = ..., inputs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SubmitTasksResponse(_message.Message):
+    __slots__ = ("first_task_id", "count")
+    FIRST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    first_task_id: int
+    count: int
+    def __init__(self, first_task_id: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class WatchSessionRequest(_message.Message):
+    __slots__ = ("session_id", "include_completed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    include_completed: bool
+    def __init__(self, session_id: _Optional[str] = ..., include_completed: _Optional[bool] = ...) -> None: ...
+
+class TaskBatch(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ...) -> None: ...
