@@ -47,7 +47,6 @@ __all__ = [
     "executor_to_pb",
     "ext_pb2",
     "ext_pb2_grpc",
-    "executor_to_pb",
     "frontend_pb2",
     "frontend_pb2_grpc",
     "node_to_pb",
