@@ -1,0 +1,45 @@
+"""Configuration: frozen dataclasses, loaded once in an entry point and passed down.
+
+Three files, each read as its Flame counterpart is:
+
+- the session manager's :class:`ClusterConfig`, the ``cluster`` section of flame-cluster.yaml;
+- the executor manager's :class:`ExecutorManagerConfig`, its ``executor_manager`` section (one
+  flame-cluster.yaml can serve both processes);
+- the client's :class:`ClientConfig`, the current context of ~/.flame/flame.yaml (flamepy's file).
+
+Precedence: defaults, then the file, then environment variables (FLAME_ENDPOINT, FLAME_STORAGE,
+FLAME_DATA_DIR, FLAME_SESSION_MANAGER, FLAME_WORK_DIR, FLAME_CA_FILE), then explicit arguments.
+Every bad value, unknown key, YAML syntax error or missing file raises
+:class:`flame.errors.InvalidArgument` naming the file, the key path, the value and what is accepted.
+Sections of Flame's file that we do not use (``cache``, ``cluster.executors.limits``,
+``cluster.pprof``, ``cluster.recovery``) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from flame.config._agent import (
+    ExecutorManagerConfig,
+    executor_manager_config_from_dict,
+    load_executor_manager_config,
+    socket_dir,
+)
+from flame.config._client import ClientConfig, load_client_config
+from flame.config._cluster import ClusterConfig, TlsConfig, cluster_config_from_dict, load_cluster_config
+from flame.config._endpoint import Endpoint, parse_endpoint
+from flame.config._values import user_data_dir
+
+__all__ = [
+    "ClientConfig",
+    "ClusterConfig",
+    "Endpoint",
+    "ExecutorManagerConfig",
+    "TlsConfig",
+    "cluster_config_from_dict",
+    "executor_manager_config_from_dict",
+    "load_client_config",
+    "load_cluster_config",
+    "load_executor_manager_config",
+    "parse_endpoint",
+    "socket_dir",
+    "user_data_dir",
+]

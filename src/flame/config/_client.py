@@ -1,0 +1,103 @@
+"""The client's config: ~/.flame/flame.yaml, read the way flamepy reads it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
+from flame.config._values import ENVIRONMENT, Section, home_dir, load_yaml
+from flame.errors import InvalidArgument
+
+_TOP_KEYS = ("current-context", "contexts")
+_CONTEXT_KEYS = ("name", "cluster")
+_CONTEXT_IGNORED = ("cache", "package", "runner")  # flamepy's object cache, packaging and runner
+_CLUSTER_KEYS = ("endpoint", "tls")
+_TLS_KEYS = ("ca_file",)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where a client connects; ``ca_file`` verifies an https server (None: the system's CAs)."""
+
+    endpoint: Endpoint
+    ca_file: str | None = None
+
+
+def load_client_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    endpoint: str | Endpoint | None = None,
+) -> ClientConfig:
+    """Load the current context of a flamepy-style config file.
+
+    ``path`` None means ~/.flame/flame.yaml, which may be missing (then defaults apply); an explicit
+    path must exist. FLAME_ENDPOINT and FLAME_CA_FILE in ``env`` (default ``os.environ``) override
+    the file, and an ``endpoint`` argument overrides everything.
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        default = home_dir(env) / ".flame" / "flame.yaml"
+        source = str(default)
+        data = load_yaml(default) if default.exists() else {}
+    else:
+        source = str(path)
+        data = load_yaml(Path(path))
+    config = _from_file(Section.root(data, source))
+
+    if env.get("FLAME_ENDPOINT"):
+        config = ClientConfig(parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT), config.ca_file)
+    if env.get("FLAME_CA_FILE"):
+        config = ClientConfig(config.endpoint, env["FLAME_CA_FILE"])
+    if isinstance(endpoint, Endpoint):
+        config = ClientConfig(endpoint, config.ca_file)
+    elif endpoint is not None:
+        config = ClientConfig(parse_endpoint_from(endpoint, "endpoint", None), config.ca_file)
+    if config.endpoint.port == 0:
+        raise InvalidArgument(f"invalid client endpoint {str(config.endpoint)!r}: port 0 cannot be connected to")
+    return config
+
+
+def _from_file(root: Section) -> ClientConfig:
+    root.check_keys(_TOP_KEYS)
+    contexts = root.raw("contexts")
+    if contexts is None:
+        contexts = []
+    if not isinstance(contexts, list):
+        raise root.error("contexts", contexts, "a list of contexts, each with a name and a cluster")
+    parsed: dict[str, ClientConfig] = {}
+    for index, item in enumerate(contexts):
+        name, config = _context(root.nested(f"contexts[{index}]", item))
+        if name in parsed:
+            raise root.error(f"contexts[{index}].name", name, "a name that no other context has")
+        parsed[name] = config
+
+    current = root.raw("current-context")
+    if current is None and not parsed:
+        return ClientConfig(_default_endpoint())
+    names = ", ".join(repr(name) for name in parsed) or "none defined"
+    if not isinstance(current, str) or current not in parsed:
+        raise root.error("current-context", current, f"the name of one of the contexts ({names})")
+    return parsed[current]
+
+
+def _context(context: Section) -> tuple[str, ClientConfig]:
+    context.check_keys(_CONTEXT_KEYS, _CONTEXT_IGNORED)
+    name = context.string("name", "")
+    if not name:
+        raise context.error("name", context.raw("name"), "a non-empty string naming the context")
+    cluster = context.section("cluster")
+    cluster.check_keys(_CLUSTER_KEYS)
+    tls = cluster.section("tls")
+    tls.check_keys(_TLS_KEYS)
+    if cluster.has("endpoint"):
+        endpoint = parse_endpoint_from(cluster.raw("endpoint"), cluster.key("endpoint"), cluster.source)
+    else:
+        endpoint = _default_endpoint()
+    return name, ClientConfig(endpoint, tls.optional_string("ca_file"))
+
+
+def _default_endpoint() -> Endpoint:
+    return parse_endpoint_from(DEFAULT_ENDPOINT, "endpoint", None)
