@@ -1,0 +1,75 @@
+"""flame.backend.v1.Backend: one bidirectional stream per executor manager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from flame.protocol import backend_pb2, backend_pb2_grpc
+from flame.session_manager.controller import Controller
+from flame.session_manager.fleet import Fleet
+from flame.session_manager.links import NodeLink
+from flame.session_manager.records import NodeRecord
+from flame.session_manager.storage import PutTask
+
+logger = logging.getLogger(__name__)
+
+
+class BackendService(backend_pb2_grpc.BackendServicer):
+    def __init__(self, controller: Controller, fleet: Fleet) -> None:
+        self.c = controller
+        self.fleet = fleet
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("register") or not first.register.name:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message must register the node with a name"
+            )
+        assert first is not None  # abort raised otherwise
+        link = NodeLink(first.register.name)
+        node = self.fleet.node_connected(first.register, link)
+        reader = asyncio.create_task(self._read(request_iterator, node, link), name=f"backend-read-{link.node_name}")
+        try:
+            while True:
+                message = await link.next_message()
+                if message is None:
+                    return
+                yield message
+        finally:
+            link.close()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # the stream is gone either way
+                await reader
+            self.fleet.node_disconnected(node, link)
+
+    async def _read(self, messages: AsyncIterator[Any], node: NodeRecord, link: NodeLink) -> None:
+        try:
+            async for message in messages:
+                await self._handle(node, message)
+        except grpc.aio.AioRpcError as exc:
+            logger.info("stream from node %s ended: %s", link.node_name, exc.code())
+        finally:
+            link.close()
+
+    async def _handle(self, node: NodeRecord, message: backend_pb2.AgentMessage) -> None:
+        self.fleet.heartbeat(node)
+        for report in message.executors:
+            self.fleet.executor_report(node, report)
+        if not message.outcomes:
+            return
+        changed = self.fleet.task_outcomes(list(message.outcomes))
+        records = [PutTask(t) for tasks in changed.values() for t in tasks]
+        if records:
+            await self.c.storage.write(*records)
+        for session_id, tasks in changed.items():
+            rec = self.c.sessions.get(session_id)
+            if rec is not None:
+                self.c._publish(rec, tasks)

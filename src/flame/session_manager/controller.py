@@ -1,0 +1,460 @@
+"""The session manager's state and every operation on it.
+
+One Controller per session manager, used from one event loop. Frontend and
+Backend servicers call into it; it knows nothing of gRPC. Task path:
+create_tasks (persisted by group commit before it returns) -> queued on the
+session -> dispatched to a bound executor with a free slot -> outcome ->
+persisted -> watchers notified. Nothing on that path polls or sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+
+from flame.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from flame.session_manager import states
+from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord, TaskQueue
+from flame.session_manager.storage import (
+    DeleteApplication,
+    DeleteSession,
+    PutApplication,
+    PutSession,
+    PutTask,
+    Storage,
+)
+from flame.types import (
+    Application,
+    ApplicationSpec,
+    Event,
+    ResourceRequirement,
+    Session,
+    SessionSpec,
+    SessionState,
+    Shim,
+    Task,
+    TaskState,
+    now_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    slot: ResourceRequirement = field(default_factory=lambda: ResourceRequirement(cpu=1, memory=1024**3))
+    max_sessions: int | None = None
+    max_executors: int | None = None
+    max_bind_failures: int = 3
+    max_task_attempts: int = 3
+    default_delay_release_ms: int = 5_000
+    idle_release_ms: int = 5_000
+    heartbeat_interval_ms: int = 1_000
+    node_lost_ms: int = 10_000
+    # Tasks an executor may hold at once: one running and the rest queued at its node,
+    # so a busy executor never waits a round trip for its next task.
+    executor_window: int = 2
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value):
+        raise InvalidArgument(f"invalid {what} {value!r}: expected {_NAME_RULE}")
+    return value
+
+
+def _check_application_spec(name: str, spec: ApplicationSpec) -> None:
+    if spec.shim != Shim.HOST:
+        raise InvalidArgument(f"application {name!r}: shim {spec.shim.name} is not supported; accepted: Host")
+    if spec.max_instances is not None and spec.max_instances < 1:
+        raise InvalidArgument(f"application {name!r}: max_instances must be at least 1, got {spec.max_instances}")
+    if spec.delay_release is not None and spec.delay_release < 0:
+        raise InvalidArgument(f"application {name!r}: delay_release must be >= 0 seconds, got {spec.delay_release}")
+    if not spec.command:
+        raise InvalidArgument(f"application {name!r}: command is required (the program that runs the service)")
+    for env in spec.environments:
+        if not env or "=" in env:
+            raise InvalidArgument(f"application {name!r}: invalid environment variable name {env!r}")
+
+
+class Controller:
+    """Applications, sessions, tasks, executors and nodes, in memory and in storage."""
+
+    def __init__(self, storage: Storage, settings: ControllerSettings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.applications: dict[str, Application] = {}
+        self.sessions: dict[str, SessionRecord] = {}
+        self.executors: dict[str, ExecutorRecord] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self._kick = asyncio.Event()
+
+    # ---- start-up -------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Load state from storage; tasks that were running go back to Pending."""
+        stored = await self.storage.load()
+        for app in stored.applications:
+            self.applications[app.name] = app
+        for session in stored.sessions:
+            session.pending = session.running = session.succeed = session.failed = session.cancelled = 0
+            self.sessions[session.id] = SessionRecord(session)
+        requeued: list[Task] = []
+        for task in stored.tasks:
+            rec = self.sessions.get(task.session_id)
+            if rec is None:
+                continue
+            if task.state == TaskState.RUNNING:
+                task.state = TaskState.PENDING
+                task.events.append(Event(int(TaskState.PENDING), "requeued after a session manager restart"))
+                requeued.append(task)
+            rec.tasks[task.id] = task
+            if task.state == TaskState.PENDING:
+                rec.pending.append(task.id)
+            self._count(rec.session, task.state, +1)
+            rec.session.next_task_id = max(rec.session.next_task_id, int(task.id) + 1)
+        if requeued:
+            await self.storage.write(*(PutTask(t) for t in requeued))
+        logger.info(
+            "recovered %d applications, %d sessions, %d tasks (%d requeued)",
+            len(self.applications),
+            len(self.sessions),
+            len(stored.tasks),
+            len(requeued),
+        )
+
+    # ---- applications ---------------------------------------------------------------------
+
+    async def register_application(self, name: str, spec: ApplicationSpec) -> Application:
+        check_name(name, "application name")
+        _check_application_spec(name, spec)
+        if name in self.applications:
+            raise AlreadyExists(f"application {name!r} is already registered; use update to change it")
+        app = Application(name=name, spec=spec)
+        self.applications[name] = app
+        await self.storage.write(PutApplication(app))
+        logger.info("application %s registered", name)
+        return app
+
+    async def update_application(self, name: str, spec: ApplicationSpec) -> Application:
+        app = self.get_application(name)
+        _check_application_spec(name, spec)
+        app.spec = spec
+        await self.storage.write(PutApplication(app))
+        logger.info("application %s updated", name)
+        return app
+
+    async def unregister_application(self, name: str) -> None:
+        self.get_application(name)
+        open_sessions = [
+            r.id
+            for r in self.sessions.values()
+            if r.session.spec.application == name and r.session.state == SessionState.OPEN
+        ]
+        if open_sessions:
+            shown = ", ".join(open_sessions[:5]) + (" ..." if len(open_sessions) > 5 else "")
+            raise InvalidState(
+                f"application {name!r} has {len(open_sessions)} open session(s) ({shown}); close them first"
+            )
+        del self.applications[name]
+        await self.storage.write(DeleteApplication(name))
+        logger.info("application %s unregistered", name)
+
+    def get_application(self, name: str) -> Application:
+        try:
+            return self.applications[name]
+        except KeyError:
+            raise NotFound(f"application {name!r} is not registered") from None
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def get_session_record(self, session_id: str) -> SessionRecord:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise NotFound(f"session {session_id!r} does not exist") from None
+
+    def _validate_session_spec(self, spec: SessionSpec) -> Application:
+        if not spec.application:
+            raise InvalidArgument("session spec: application is required")
+        app = self.get_application(spec.application)
+        if spec.max_instances is not None and spec.max_instances < 1:
+            raise InvalidArgument(f"session spec: max_instances must be at least 1, got {spec.max_instances}")
+        if spec.max_instances is not None and spec.min_instances > spec.max_instances:
+            raise InvalidArgument(
+                f"session spec: min_instances ({spec.min_instances}) is greater than "
+                f"max_instances ({spec.max_instances})"
+            )
+        if spec.resreq is not None and spec.resreq.cpu == 0 and spec.resreq.memory == 0 and spec.resreq.gpu == 0:
+            raise InvalidArgument("session spec: resreq asks for nothing; give cpu, mem or gpu (e.g. cpu=1,mem=1g)")
+        return app
+
+    async def create_session(self, session_id: str, spec: SessionSpec) -> Session:
+        self._validate_session_spec(spec)
+        if not session_id:
+            session_id = f"{spec.application}-{secrets.token_hex(4)}"
+        check_name(session_id, "session id")
+        if session_id in self.sessions:
+            raise AlreadyExists(f"session {session_id!r} exists already; use open_session to reuse it")
+        limit = self.settings.max_sessions
+        if limit is not None:
+            open_count = sum(1 for r in self.sessions.values() if r.session.state == SessionState.OPEN)
+            if open_count >= limit:
+                raise InvalidState(
+                    f"the cluster limit max_sessions={limit} open sessions is reached; close a session first"
+                )
+        if spec.batch_size == 0:
+            spec = replace(spec, batch_size=1)
+        session = Session(id=session_id, spec=spec)
+        rec = SessionRecord(session)
+        self.sessions[session_id] = rec
+        await self.storage.write(PutSession(session))
+        logger.info("session %s opened for application %s", session_id, spec.application)
+        self.kick()
+        return session
+
+    async def open_session(self, session_id: str, spec: SessionSpec | None) -> Session:
+        rec = self.sessions.get(session_id)
+        if rec is None:
+            if spec is None:
+                raise NotFound(f"session {session_id!r} does not exist and no spec was given to create it")
+            return await self.create_session(session_id, spec)
+        if rec.session.state != SessionState.OPEN:
+            raise InvalidState(f"session {session_id!r} is closed")
+        if spec is not None:
+            have = rec.session.spec
+            for name in ("application", "common_data", "min_instances", "max_instances", "priority"):
+                if getattr(spec, name) != getattr(have, name):
+                    raise InvalidArgument(
+                        f"session {session_id!r} exists with a different {name} "
+                        f"({getattr(have, name)!r} != {getattr(spec, name)!r})"
+                    )
+        return rec.session
+
+    async def close_session(self, session_id: str) -> Session:
+        rec = self.get_session_record(session_id)
+        session = rec.session
+        if session.state == SessionState.CLOSED:
+            return session
+        session.state = states.check(
+            states.SESSION_TRANSITIONS, session.state, SessionState.CLOSED, f"session {session_id}"
+        )
+        session.completion_time = now_ms()
+        cancelled = self._drop_pending(rec, TaskState.CANCELLED, "session closed")
+        await self.storage.write(PutSession(session), *(PutTask(t) for t in cancelled))
+        self._publish(rec, cancelled)
+        logger.info("session %s closed (%d pending tasks cancelled)", session_id, len(cancelled))
+        self.kick()
+        return session
+
+    async def delete_session(self, session_id: str) -> Session:
+        rec = self.get_session_record(session_id)
+        if rec.session.state == SessionState.OPEN:
+            raise InvalidState(f"session {session_id!r} is open; close it before deleting it")
+        del self.sessions[session_id]
+        self._end_watchers(rec)
+        await self.storage.write(DeleteSession(session_id))
+        logger.info("session %s deleted", session_id)
+        return rec.session
+
+    def session_event(self, rec: SessionRecord, code: int, message: str) -> None:
+        rec.session.events.append(Event(code, message))
+        self.storage.write_nowait(PutSession(rec.session))
+
+    # ---- tasks ----------------------------------------------------------------------------
+
+    async def create_tasks(self, session_id: str, inputs: Iterable[bytes | None]) -> list[Task]:
+        rec = self.get_session_record(session_id)
+        session = rec.session
+        if session.state != SessionState.OPEN:
+            raise InvalidState(f"session {session_id!r} is closed; tasks can only be added to an open session")
+        tasks = []
+        for data in inputs:
+            task = Task(session_id=session_id, id=str(session.next_task_id), input=data)
+            task.events.append(Event(int(TaskState.PENDING), "task created", task.creation_time))
+            session.next_task_id += 1
+            rec.tasks[task.id] = task
+            session.pending += 1
+            tasks.append(task)
+        if not tasks:
+            return tasks
+        await self.storage.write(*(PutTask(t) for t in tasks))
+        if session.state == SessionState.OPEN:
+            rec.pending.extend(t.id for t in tasks)
+            self.dispatch(rec)
+            if len(rec.executors) < len(rec.pending) + session.running:
+                self.kick()
+        else:  # closed while we were committing
+            for task in tasks:
+                self._finish(rec, task, TaskState.CANCELLED, "session closed")
+            await self.storage.write(*(PutTask(t) for t in tasks))
+            self._publish(rec, tasks)
+        return tasks
+
+    def get_task(self, session_id: str, task_id: str) -> Task:
+        rec = self.get_session_record(session_id)
+        try:
+            return rec.tasks[task_id]
+        except KeyError:
+            raise NotFound(f"task {task_id!r} does not exist in session {session_id!r}") from None
+
+    async def watch_task(self, session_id: str, task_id: str) -> AsyncIterator[Task]:
+        """The task now, then after each change; ends after a final state."""
+        rec = self.get_session_record(session_id)
+        task = self.get_task(session_id, task_id)
+        if task.state.is_final:
+            yield task
+            return
+        queue: TaskQueue = asyncio.Queue()
+        rec.task_watchers.setdefault(task_id, []).append(queue)
+        try:
+            yield task
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+                if item.state.is_final:
+                    return
+        finally:
+            watchers = rec.task_watchers.get(task_id)
+            if watchers is not None and queue in watchers:
+                watchers.remove(queue)
+                if not watchers:
+                    del rec.task_watchers[task_id]
+
+    async def watch_session(self, session_id: str, include_completed: bool) -> AsyncIterator[list[Task]]:
+        """Batches of tasks that reached a final state; ends when the session is finished."""
+        rec = self.get_session_record(session_id)
+        queue: TaskQueue = asyncio.Queue()
+        rec.session_watchers.append(queue)
+        try:
+            if include_completed:
+                done = [t for t in rec.tasks.values() if t.state.is_final]
+                if done:
+                    yield done
+            if rec.finished:
+                return
+            while True:
+                first = await queue.get()
+                batch = [] if first is None else [first]
+                ended = first is None
+                while not ended and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        ended = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    yield batch
+                if ended:
+                    return
+        finally:
+            if queue in rec.session_watchers:
+                rec.session_watchers.remove(queue)
+
+    # ---- task state changes (shared by the frontend and backend paths) --------------------
+
+    @staticmethod
+    def _count(session: Session, state: TaskState, delta: int) -> None:
+        name = {
+            TaskState.PENDING: "pending",
+            TaskState.RUNNING: "running",
+            TaskState.SUCCEED: "succeed",
+            TaskState.FAILED: "failed",
+            TaskState.CANCELLED: "cancelled",
+        }[state]
+        setattr(session, name, getattr(session, name) + delta)
+
+    def _move(self, rec: SessionRecord, task: Task, new: TaskState, message: str | None) -> None:
+        task.state, old = (
+            states.check(states.TASK_TRANSITIONS, task.state, new, f"task {task.session_id}/{task.id}"),
+            task.state,
+        )
+        self._count(rec.session, old, -1)
+        self._count(rec.session, new, +1)
+        task.events.append(Event(int(new), message))
+
+    def _finish(
+        self, rec: SessionRecord, task: Task, new: TaskState, message: str | None, output: bytes | None = None
+    ) -> None:
+        self._move(rec, task, new, message)
+        task.output = output
+        task.completion_time = now_ms()
+
+    def _drop_pending(self, rec: SessionRecord, state: TaskState, reason: str) -> list[Task]:
+        dropped = []
+        while rec.pending:
+            task = rec.tasks[rec.pending.popleft()]
+            self._finish(rec, task, state, reason)
+            dropped.append(task)
+        return dropped
+
+    def _publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
+        """Tell watchers about changed tasks (after they were committed)."""
+        for task in tasks:
+            for queue in rec.task_watchers.get(task.id, ()):
+                queue.put_nowait(task)
+            if task.state.is_final:
+                for queue in rec.session_watchers:
+                    queue.put_nowait(task)
+        if rec.finished:
+            self._end_watchers(rec)
+
+    @staticmethod
+    def _end_watchers(rec: SessionRecord) -> None:
+        for queue in rec.session_watchers:
+            queue.put_nowait(None)
+        for queues in rec.task_watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
+
+    # ---- dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, rec: SessionRecord) -> None:
+        """Hand pending tasks to this session's bound executors that have room."""
+        if not rec.pending or not rec.executors:
+            return
+        bound = [self.executors[e] for e in rec.executors if self.executors[e].executor.state == 4]
+        if not bound:
+            return
+        # Queue a second task on an executor only when the backlog exceeds what the
+        # executors still binding will take, so long tasks do not wait behind each other.
+        binding = len(rec.executors) - len(bound)
+        for window in range(1, self.settings.executor_window + 1):
+            for ex in bound:
+                if not rec.pending:
+                    return
+                if len(ex.inflight) < window:
+                    self._start(rec, ex)
+            if len(rec.pending) <= binding:
+                return
+
+    def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> None:
+        task = rec.tasks[rec.pending.popleft()]
+        self._move(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
+        task.attempts += 1
+        ex.inflight.add(task.id)
+        link = self.nodes[ex.executor.node].link
+        if link is not None:
+            link.run(ex.id, task)
+        for queue in rec.task_watchers.get(task.id, ()):
+            queue.put_nowait(task)
+
+    # ---- scheduling hooks -----------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Ask the scheduler loop for a cycle now instead of at its next interval."""
+        self._kick.set()
+
+    async def wait_for_kick(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), timeout)
+        self._kick.clear()

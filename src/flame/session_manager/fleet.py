@@ -1,0 +1,367 @@
+"""Executors and nodes: what executor managers report, and applying scheduler decisions.
+
+Works on the Controller's state (composition: the Fleet holds the controller, the
+controller knows nothing of the fleet).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flame.protocol import backend_pb2, resreq_from_pb
+from flame.session_manager import states
+from flame.session_manager.controller import Controller
+from flame.session_manager.links import NodeLink
+from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord
+from flame.session_manager.scheduler import (
+    BindExecutor,
+    CreateExecutor,
+    Decision,
+    ExecutorView,
+    NodeView,
+    ReleaseExecutor,
+    SessionView,
+    Snapshot,
+    UnbindExecutor,
+)
+from flame.session_manager.storage import PutTask
+from flame.types import (
+    EVENT_SESSION_BIND_FAILED,
+    EVENT_SESSION_BIND_GIVEN_UP,
+    Executor,
+    ExecutorState,
+    Node,
+    NodeInfo,
+    NodeState,
+    SessionState,
+    Task,
+    TaskState,
+    now_ms,
+)
+
+logger = logging.getLogger(__name__)
+X = ExecutorState
+
+
+class Fleet:
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+
+    # ---- nodes ----------------------------------------------------------------------------
+
+    def node_connected(self, register: backend_pb2.RegisterNode, link: NodeLink) -> NodeRecord:
+        name = register.name
+        capacity = resreq_from_pb(register.capacity)
+        rec = self.c.nodes.get(name)
+        if rec is None:
+            rec = NodeRecord(Node(name=name, capacity=capacity, allocatable=capacity))
+            self.c.nodes[name] = rec
+        elif rec.link is not None and rec.link is not link:
+            rec.link.close()  # a newer stream from the same node replaces the old one
+        node = rec.node
+        node.capacity = node.allocatable = capacity
+        node.info = NodeInfo(arch=register.info.arch, os=register.info.os)
+        node.addresses = [(a.type, a.address) for a in register.addresses]
+        node.max_executors = register.max_executors
+        node.state = NodeState.READY
+        node.last_heartbeat_time = now_ms()
+        rec.link = link
+        link.registered(self.c.settings.heartbeat_interval_ms)
+        self._reconcile(rec, register.executors)
+        logger.info("node %s connected (%s, %d executor slots)", name, capacity, register.max_executors)
+        self.c.kick()
+        return rec
+
+    def _reconcile(self, rec: NodeRecord, reported: list[backend_pb2.ExecutorReport]) -> None:
+        """Keep executors both sides know; release the agent's unknown ones; forget ours it lost."""
+        seen = set()
+        for report in reported:
+            ex = self.c.executors.get(report.executor_id)
+            if ex is None or ex.executor.node != rec.node.name:
+                if ExecutorState(report.state) != X.RELEASED:
+                    assert rec.link is not None
+                    rec.link.release(report.executor_id)
+                continue
+            seen.add(ex.id)
+            self.executor_report(rec, report)
+        for executor_id in list(rec.executors - seen):
+            self._forget(self.c.executors[executor_id], "its node reconnected without it")
+
+    def node_disconnected(self, rec: NodeRecord, link: NodeLink) -> None:
+        if rec.link is not link:
+            return
+        rec.link = None
+        rec.node.state = NodeState.NOT_READY
+        logger.warning(
+            "node %s disconnected; waiting %d ms for it to return", rec.node.name, self.c.settings.node_lost_ms
+        )
+
+    def heartbeat(self, rec: NodeRecord) -> None:
+        rec.node.last_heartbeat_time = now_ms()
+
+    def check_nodes(self, now: int) -> None:
+        """Forget nodes that stopped reporting; their running tasks go back to Pending."""
+        for name, rec in list(self.c.nodes.items()):
+            silent = now - rec.node.last_heartbeat_time
+            if silent < self.c.settings.node_lost_ms:
+                continue
+            if rec.link is not None:
+                rec.link.close()
+                rec.link = None
+            if rec.node.state != NodeState.UNKNOWN:
+                logger.warning("node %s lost (silent for %d ms); forgetting its executors", name, silent)
+                rec.node.state = NodeState.NOT_READY
+                rec.node.state = states.check(
+                    states.NODE_TRANSITIONS, rec.node.state, NodeState.UNKNOWN, f"node {name}"
+                )
+            for executor_id in list(rec.executors):
+                self._forget(self.c.executors[executor_id], f"node {name} was lost")
+
+    # ---- executors ------------------------------------------------------------------------
+
+    def _set_state(self, ex: ExecutorRecord, new: ExecutorState) -> None:
+        ex.executor.state = states.check(states.EXECUTOR_TRANSITIONS, ex.executor.state, new, f"executor {ex.id}")
+        ex.idle_since = now_ms()
+
+    def _detach(self, ex: ExecutorRecord) -> SessionRecord | None:
+        """Unlink the executor from its session; return that session."""
+        sid = ex.executor.session_id
+        ex.executor.session_id = None
+        rec = self.c.sessions.get(sid) if sid else None
+        if rec is not None:
+            rec.executors.discard(ex.id)
+        return rec
+
+    def _requeue_inflight(self, ex: ExecutorRecord, reason: str) -> list[Task]:
+        """Tasks the executor held and never finished: retry them (or fail after max attempts)."""
+        rec = self.c.sessions.get(ex.executor.session_id or "")
+        changed: list[Task] = []
+        if rec is not None:
+            for task_id in sorted(ex.inflight, key=int, reverse=True):
+                task = rec.tasks.get(task_id)
+                if task is not None and task.state == TaskState.RUNNING:
+                    self._retry_or_fail(rec, task, reason)
+                    changed.append(task)
+        ex.inflight.clear()
+        if rec is not None and changed:
+            self.c.storage.write_nowait(*(PutTask(t) for t in changed))
+            self.c._publish(rec, changed)
+            self.c.dispatch(rec)
+        return changed
+
+    def _retry_or_fail(self, rec: SessionRecord, task: Task, reason: str) -> None:
+        if task.attempts < self.c.settings.max_task_attempts and rec.session.state == SessionState.OPEN:
+            self.c._move(rec, task, TaskState.PENDING, f"retrying (attempt {task.attempts + 1}): {reason}")
+            rec.pending.appendleft(task.id)
+        else:
+            self.c._finish(rec, task, TaskState.FAILED, f"failed after {task.attempts} attempt(s): {reason}")
+
+    def _forget(self, ex: ExecutorRecord, reason: str) -> None:
+        self._requeue_inflight(ex, f"executor {ex.id} lost: {reason}")
+        self._detach(ex)
+        self.c.executors.pop(ex.id, None)
+        node = self.c.nodes.get(ex.executor.node)
+        if node is not None:
+            node.executors.discard(ex.id)
+        logger.info("executor %s forgotten: %s", ex.id, reason)
+        self.c.kick()
+
+    def executor_report(self, node: NodeRecord, report: backend_pb2.ExecutorReport) -> None:
+        ex = self.c.executors.get(report.executor_id)
+        if ex is None:
+            if ExecutorState(report.state) != X.RELEASED and node.link is not None:
+                node.link.release(report.executor_id)
+            return
+        if report.HasField("log_file"):
+            ex.executor.log_file = report.log_file
+        state = ExecutorState(report.state)
+        current = ex.executor.state
+        message = report.message if report.HasField("message") else None
+        if state == X.BOUND and current == X.BINDING:
+            self._bound(ex)
+        elif state == X.IDLE and current == X.BINDING and message:
+            self._bind_failed(ex, message)
+        elif state == X.IDLE and current in (X.BOUND, X.UNBINDING, X.VOID):
+            if current == X.BOUND:
+                logger.warning("executor %s stopped unexpectedly: %s", ex.id, message or "no reason given")
+            self._requeue_inflight(ex, message or "the service stopped")
+            self._detach(ex)
+            self._set_state(ex, X.IDLE)
+            logger.info("executor %s idle", ex.id)
+            self.c.kick()
+        elif state == X.RELEASED:
+            self._requeue_inflight(ex, message or "executor released")
+            self._detach(ex)
+            self.c.executors.pop(ex.id, None)
+            node.executors.discard(ex.id)
+            logger.info("executor %s released", ex.id)
+            self.c.kick()
+
+    def _bound(self, ex: ExecutorRecord) -> None:
+        self._set_state(ex, X.BOUND)
+        rec = self.c.sessions.get(ex.executor.session_id or "")
+        logger.info("executor %s bound to session %s", ex.id, ex.executor.session_id)
+        if rec is None or rec.session.state != SessionState.OPEN:
+            self._unbind(ex)
+            return
+        self.c.dispatch(rec)
+
+    def _bind_failed(self, ex: ExecutorRecord, message: str) -> None:
+        rec = self._detach(ex)
+        self._set_state(ex, X.IDLE)
+        if rec is None:
+            return
+        rec.bind_failures += 1
+        logger.warning("executor %s failed to bind session %s: %s", ex.id, rec.id, message)
+        self.c.session_event(rec, EVENT_SESSION_BIND_FAILED, f"executor {ex.id} failed to bind: {message}")
+        if rec.bind_failures >= self.c.settings.max_bind_failures and not rec.gave_up:
+            rec.gave_up = True
+            reason = f"gave up after {rec.bind_failures} failed binds; last error: {message}"
+            self.c.session_event(rec, EVENT_SESSION_BIND_GIVEN_UP, reason)
+            if not rec.executors:
+                failed = self.c._drop_pending(rec, TaskState.FAILED, reason)
+                self.c.storage.write_nowait(*(PutTask(t) for t in failed))
+                self.c._publish(rec, failed)
+        self.c.kick()
+
+    def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> dict[str, list[Task]]:
+        """Apply finished tasks; return the changed tasks per session (to persist and publish)."""
+        changed: dict[str, list[Task]] = {}
+        touched: set[str] = set()
+        for outcome in outcomes:
+            ex = self.c.executors.get(outcome.executor_id)
+            rec = self.c.sessions.get(outcome.session_id)
+            if ex is None or rec is None or outcome.task_id not in ex.inflight:
+                continue  # stale: the executor or session is gone, or the task was requeued
+            ex.inflight.discard(outcome.task_id)
+            if not ex.inflight:
+                ex.idle_since = now_ms()
+            task = rec.tasks[outcome.task_id]
+            message = outcome.message if outcome.HasField("message") else None
+            if TaskState(outcome.state) == TaskState.SUCCEED:
+                output = outcome.output if outcome.HasField("output") else None
+                self.c._finish(rec, task, TaskState.SUCCEED, None, output)
+            elif outcome.retryable:
+                self._retry_or_fail(rec, task, message or "the executor could not run the task")
+            else:
+                self.c._finish(rec, task, TaskState.FAILED, message or "the service reported a failure")
+            changed.setdefault(rec.id, []).append(task)
+            touched.add(rec.id)
+        for sid in touched:
+            self.c.dispatch(self.c.sessions[sid])
+        return changed
+
+    # ---- scheduling -----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        c = self.c
+        sessions = []
+        for rec in c.sessions.values():
+            s = rec.session
+            if s.state != SessionState.OPEN and not rec.executors:
+                continue
+            app = c.applications.get(s.spec.application)
+            app_max = app.spec.max_instances if app else None
+            limits = [m for m in (s.spec.max_instances, app_max) if m is not None]
+            delay = app.spec.delay_release if app and app.spec.delay_release is not None else None
+            sessions.append(
+                SessionView(
+                    id=s.id,
+                    application=s.spec.application,
+                    priority=s.spec.priority,
+                    min_instances=s.spec.min_instances,
+                    max_instances=min(limits) if limits else None,
+                    resreq=s.spec.resreq or c.settings.slot,
+                    pending=len(rec.pending),
+                    running=s.running,
+                    open=s.state == SessionState.OPEN,
+                    schedulable=not rec.gave_up and app is not None,
+                    delay_release_ms=delay * 1000 if delay is not None else c.settings.default_delay_release_ms,
+                    creation_time=s.creation_time,
+                )
+            )
+        executors = tuple(
+            ExecutorView(
+                id=ex.id,
+                node=ex.executor.node,
+                state=ex.executor.state,
+                resreq=ex.executor.resreq,
+                session_id=ex.executor.session_id,
+                application=ex.executor.application,
+                busy=len(ex.inflight),
+                idle_since=ex.idle_since,
+            )
+            for ex in c.executors.values()
+        )
+        nodes = tuple(
+            NodeView(
+                name=n.node.name,
+                allocatable=n.node.allocatable,
+                max_executors=n.node.max_executors,
+                ready=n.link is not None and n.node.state == NodeState.READY,
+            )
+            for n in c.nodes.values()
+        )
+        return Snapshot(
+            now=now_ms(),
+            sessions=tuple(sessions),
+            executors=executors,
+            nodes=nodes,
+            max_executors=c.settings.max_executors,
+            idle_release_ms=c.settings.idle_release_ms,
+        )
+
+    def apply(self, decision: Decision) -> None:
+        for action in decision.actions:
+            if isinstance(action, CreateExecutor):
+                self._create(action)
+            elif isinstance(action, BindExecutor):
+                self._bind(self.c.executors[action.executor_id], action.session_id)
+            elif isinstance(action, UnbindExecutor):
+                self._unbind(self.c.executors[action.executor_id])
+            elif isinstance(action, ReleaseExecutor):
+                self._release(self.c.executors[action.executor_id])
+        for session_id, reason in decision.unplaceable.items():
+            rec = self.c.sessions.get(session_id)
+            if rec is not None and not rec.unplaceable_reported:
+                rec.unplaceable_reported = True
+                self.c.session_event(rec, EVENT_SESSION_BIND_FAILED, reason)
+
+    def _link(self, ex: ExecutorRecord) -> NodeLink | None:
+        node = self.c.nodes.get(ex.executor.node)
+        return node.link if node is not None else None
+
+    def _create(self, action: CreateExecutor) -> None:
+        node = self.c.nodes[action.node]
+        executor = Executor(id=f"{action.node}-{secrets.token_hex(4)}", node=action.node, resreq=action.resreq)
+        ex = ExecutorRecord(executor)
+        self.c.executors[executor.id] = ex
+        node.executors.add(executor.id)
+        if node.link is not None:
+            node.link.create(executor.id, executor.resreq)
+        self._bind(ex, action.session_id)
+
+    def _bind(self, ex: ExecutorRecord, session_id: str) -> None:
+        rec = self.c.sessions[session_id]
+        app = self.c.applications[rec.session.spec.application]
+        self._set_state(ex, X.BINDING)
+        ex.executor.session_id = session_id
+        ex.executor.application = app.name
+        rec.executors.add(ex.id)
+        link = self._link(ex)
+        if link is not None:
+            link.bind(ex.id, rec.session, app)
+
+    def _unbind(self, ex: ExecutorRecord) -> None:
+        self._set_state(ex, X.UNBINDING)
+        self._detach(ex)
+        link = self._link(ex)
+        if link is not None:
+            link.unbind(ex.id)
+
+    def _release(self, ex: ExecutorRecord) -> None:
+        self._set_state(ex, X.RELEASING)
+        link = self._link(ex)
+        if link is not None:
+            link.release(ex.id)

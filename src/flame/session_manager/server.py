@@ -1,0 +1,137 @@
+"""The session manager process: storage, controller, scheduler and the gRPC servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from types import TracebackType
+
+import grpc
+
+from flame.config import ClusterConfig
+from flame.protocol import backend_pb2_grpc, ext_pb2_grpc, frontend_pb2_grpc
+from flame.session_manager.backend import BackendService
+from flame.session_manager.controller import Controller, ControllerSettings
+from flame.session_manager.fleet import Fleet
+from flame.session_manager.frontend import FrontendExtService, FrontendService
+from flame.session_manager.scheduler.loop import run_scheduler
+from flame.session_manager.storage import Storage, open_storage
+
+logger = logging.getLogger(__name__)
+
+# Task inputs, outputs and common data travel inside single messages.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+def controller_settings(config: ClusterConfig) -> ControllerSettings:
+    return ControllerSettings(
+        slot=config.slot,
+        max_sessions=config.max_sessions,
+        max_executors=config.max_executors,
+        max_bind_failures=config.max_bind_failures,
+        max_task_attempts=config.max_task_attempts,
+    )
+
+
+class SessionManager:
+    """start() / serve() / shutdown(); also an async context manager."""
+
+    def __init__(self, config: ClusterConfig, settings: ControllerSettings | None = None) -> None:
+        self.config = config
+        self.storage: Storage = open_storage(config.storage, config.data_dir)
+        self.controller = Controller(self.storage, settings or controller_settings(config))
+        self.fleet = Fleet(self.controller)
+        self._server: grpc.aio.Server | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.endpoint.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.storage.start()
+        await self.controller.recover()
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        frontend_pb2_grpc.add_FrontendServicer_to_server(FrontendService(self.controller), server)
+        ext_pb2_grpc.add_FrontendExtServicer_to_server(FrontendExtService(self.controller), server)
+        backend_pb2_grpc.add_BackendServicer_to_server(BackendService(self.controller, self.fleet), server)
+        address = self.config.endpoint.address
+        if self.config.tls is not None:
+            creds = _server_credentials(self.config)
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}: is another session manager running there?")
+        await server.start()
+        self._server = server
+        self._scheduler = asyncio.create_task(
+            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms), name="scheduler"
+        )
+        logger.info(
+            "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.config.storage
+        )
+
+    async def serve(self) -> None:
+        await self._stopped.wait()
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        await self.storage.stop()
+        logger.info("session manager stopped")
+
+    async def __aenter__(self) -> SessionManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+
+def _server_credentials(config: ClusterConfig) -> grpc.ServerCredentials:
+    tls = config.tls
+    assert tls is not None
+    with open(tls.cert_file, "rb") as f:
+        cert = f.read()
+    with open(tls.key_file, "rb") as f:
+        key = f.read()
+    ca = None
+    if tls.ca_file:
+        with open(tls.ca_file, "rb") as f:
+            ca = f.read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=False)
+
+
+async def serve_until_signalled(manager: SessionManager) -> None:
+    """Run ``manager`` until SIGINT or SIGTERM (entry points only)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(manager.shutdown()))
+    async with manager:
+        await manager.serve()
+
+
+def run_session_manager(config: ClusterConfig) -> None:
+    asyncio.run(serve_until_signalled(manager=SessionManager(config)))
