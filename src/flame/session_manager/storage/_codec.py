@@ -1,0 +1,212 @@
+"""Rows of the SQLite schema <-> domain objects.
+
+Specs and events are JSON text with explicit keys (not ``dataclasses.asdict``) so that renaming a
+dataclass field cannot silently change the on-disk format; payloads (task input/output, session
+common data) stay BLOBs so they are never copied through a text encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from flame.session_manager.storage._records import task_seq
+from flame.types import (
+    Application,
+    ApplicationSchema,
+    ApplicationSpec,
+    ApplicationState,
+    Event,
+    ResourceRequirement,
+    Session,
+    SessionSpec,
+    SessionState,
+    Shim,
+    Task,
+    TaskState,
+)
+
+Row = tuple[object, ...]
+
+APPLICATION_COLUMNS = ("name", "spec", "state", "creation_time")
+SESSION_COLUMNS = (
+    "id",
+    "application",
+    "spec",
+    "common_data",
+    "state",
+    "creation_time",
+    "completion_time",
+    "pending",
+    "running",
+    "succeed",
+    "failed",
+    "cancelled",
+    "events",
+    "next_task_id",
+)
+TASK_COLUMNS = (
+    "session_id",
+    "id",
+    "seq",
+    "input",
+    "output",
+    "state",
+    "creation_time",
+    "completion_time",
+    "events",
+    "attempts",
+)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def encode_events(events: list[Event]) -> str:
+    if not events:  # the common case for a fresh task; skip the JSON encoder
+        return "[]"
+    return _dumps([[event.code, event.message, event.creation_time] for event in events])
+
+
+def decode_events(text: str) -> list[Event]:
+    if text == "[]":
+        return []
+    return [Event(code=code, message=message, creation_time=time) for code, message, time in json.loads(text)]
+
+
+def application_row(app: Application) -> Row:
+    spec = app.spec
+    schema = spec.schema
+    spec_json = {
+        "shim": int(spec.shim),
+        "description": spec.description,
+        "labels": list(spec.labels),
+        "image": spec.image,
+        "command": spec.command,
+        "arguments": list(spec.arguments),
+        "environments": dict(spec.environments),
+        "working_directory": spec.working_directory,
+        "max_instances": spec.max_instances,
+        "delay_release": spec.delay_release,
+        "schema": None
+        if schema is None
+        else {"input": schema.input, "output": schema.output, "common_data": schema.common_data},
+        "url": spec.url,
+        "installer": spec.installer,
+    }
+    return (app.name, _dumps(spec_json), int(app.state), app.creation_time)
+
+
+def application_from_row(row: Sequence[Any]) -> Application:
+    name, spec_text, state, creation_time = row
+    spec: dict[str, Any] = json.loads(spec_text)
+    schema = spec.get("schema")
+    return Application(
+        name=name,
+        spec=ApplicationSpec(
+            shim=Shim(spec.get("shim", Shim.HOST)),
+            description=spec.get("description"),
+            labels=list(spec.get("labels", [])),
+            image=spec.get("image"),
+            command=spec.get("command"),
+            arguments=list(spec.get("arguments", [])),
+            environments=dict(spec.get("environments", {})),
+            working_directory=spec.get("working_directory"),
+            max_instances=spec.get("max_instances"),
+            delay_release=spec.get("delay_release"),
+            schema=None if schema is None else ApplicationSchema(**schema),
+            url=spec.get("url"),
+            installer=spec.get("installer"),
+        ),
+        state=ApplicationState(state),
+        creation_time=creation_time,
+    )
+
+
+def session_row(session: Session) -> Row:
+    spec = session.spec
+    resreq = spec.resreq
+    spec_json = {
+        "min_instances": spec.min_instances,
+        "max_instances": spec.max_instances,
+        "batch_size": spec.batch_size,
+        "priority": spec.priority,
+        "resreq": None if resreq is None else {"cpu": resreq.cpu, "memory": resreq.memory, "gpu": resreq.gpu},
+    }
+    return (
+        session.id,
+        spec.application,
+        _dumps(spec_json),
+        spec.common_data,
+        int(session.state),
+        session.creation_time,
+        session.completion_time,
+        session.pending,
+        session.running,
+        session.succeed,
+        session.failed,
+        session.cancelled,
+        encode_events(session.events),
+        session.next_task_id,
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> Session:
+    (sid, application, spec_text, common_data, state, created, completed) = row[:7]
+    (pending, running, succeed, failed, cancelled, events, next_task_id) = row[7:]
+    spec: dict[str, Any] = json.loads(spec_text)
+    resreq = spec.get("resreq")
+    return Session(
+        id=sid,
+        spec=SessionSpec(
+            application=application,
+            common_data=common_data,
+            min_instances=spec.get("min_instances", 0),
+            max_instances=spec.get("max_instances"),
+            batch_size=spec.get("batch_size", 1),
+            priority=spec.get("priority", 0),
+            resreq=None if resreq is None else ResourceRequirement(**resreq),
+        ),
+        state=SessionState(state),
+        creation_time=created,
+        completion_time=completed,
+        pending=pending,
+        running=running,
+        succeed=succeed,
+        failed=failed,
+        cancelled=cancelled,
+        events=decode_events(events),
+        next_task_id=next_task_id,
+    )
+
+
+def task_row(task: Task) -> Row:
+    return (
+        task.session_id,
+        task.id,
+        task_seq(task.id),
+        task.input,
+        task.output,
+        int(task.state),
+        task.creation_time,
+        task.completion_time,
+        encode_events(task.events),
+        task.attempts,
+    )
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    session_id, task_id, _seq, input_, output, state, created, completed, events, attempts = row
+    return Task(
+        session_id=session_id,
+        id=task_id,
+        input=input_,
+        output=output,
+        state=TaskState(state),
+        creation_time=created,
+        completion_time=completed,
+        events=decode_events(events),
+        attempts=attempts,
+    )
