@@ -133,9 +133,11 @@ class Fleet:
             rec.executors.discard(ex.id)
         return rec
 
-    def _requeue_inflight(self, ex: ExecutorRecord, reason: str) -> list[Task]:
-        """Tasks the executor held and never finished: retry them (or fail after max attempts)."""
-        rec = self.c.sessions.get(ex.executor.session_id or "")
+    def _requeue_inflight(self, ex: ExecutorRecord, rec: SessionRecord | None, reason: str) -> None:
+        """Tasks the executor held and never finished: retry them (or fail after max attempts).
+
+        Call after the executor was detached from ``rec``, so they are not handed back to it.
+        """
         changed: list[Task] = []
         if rec is not None:
             for task_id in sorted(ex.inflight, key=int, reverse=True):
@@ -148,7 +150,6 @@ class Fleet:
             self.c.storage.write_nowait(*(PutTask(t) for t in changed))
             self.c._publish(rec, changed)
             self.c.dispatch(rec)
-        return changed
 
     def _retry_or_fail(self, rec: SessionRecord, task: Task, reason: str) -> None:
         if task.attempts < self.c.settings.max_task_attempts and rec.session.state == SessionState.OPEN:
@@ -158,8 +159,7 @@ class Fleet:
             self.c._finish(rec, task, TaskState.FAILED, f"failed after {task.attempts} attempt(s): {reason}")
 
     def _forget(self, ex: ExecutorRecord, reason: str) -> None:
-        self._requeue_inflight(ex, f"executor {ex.id} lost: {reason}")
-        self._detach(ex)
+        self._requeue_inflight(ex, self._detach(ex), f"executor {ex.id} lost: {reason}")
         self.c.executors.pop(ex.id, None)
         node = self.c.nodes.get(ex.executor.node)
         if node is not None:
@@ -185,14 +185,13 @@ class Fleet:
         elif state == X.IDLE and current in (X.BOUND, X.UNBINDING, X.VOID):
             if current == X.BOUND:
                 logger.warning("executor %s stopped unexpectedly: %s", ex.id, message or "no reason given")
-            self._requeue_inflight(ex, message or "the service stopped")
-            self._detach(ex)
+            rec = self._detach(ex)
             self._set_state(ex, X.IDLE)
+            self._requeue_inflight(ex, rec, message or "the service stopped")
             logger.info("executor %s idle", ex.id)
             self.c.kick()
         elif state == X.RELEASED:
-            self._requeue_inflight(ex, message or "executor released")
-            self._detach(ex)
+            self._requeue_inflight(ex, self._detach(ex), message or "executor released")
             self.c.executors.pop(ex.id, None)
             node.executors.discard(ex.id)
             logger.info("executor %s released", ex.id)

@@ -146,6 +146,17 @@ def plan(snapshot: Snapshot) -> Decision:
     free_slots = _capacity_estimate(snapshot, room, idle)
     targets = _targets([s for s in live if s.schedulable], held, free_slots)
 
+    any_ready = any(n.ready for n in snapshot.nodes)
+    for s in live:
+        if (
+            any_ready
+            and s.schedulable
+            and s.demand > held.get(s.id, 0)
+            and not _fits_anywhere(snapshot.nodes, s.resreq)
+        ):
+            decision.unplaceable[s.id] = (
+                f"no node can hold an executor of {s.resreq}; largest node: {_largest(snapshot.nodes)}"
+            )
     order = sorted(live, key=lambda s: (-s.priority, held.get(s.id, 0), s.creation_time, s.id))
     for session in order:
         if not session.schedulable:
@@ -164,11 +175,6 @@ def plan(snapshot: Snapshot) -> Decision:
                     room.give_back(victim)
                     continue
                 if node is None:
-                    if not _fits_anywhere(snapshot.nodes, session.resreq):
-                        decision.unplaceable[session.id] = (
-                            f"no node can hold an executor of {session.resreq}; "
-                            f"largest node: {_largest(snapshot.nodes)}"
-                        )
                     break
                 room.take(node, session.resreq)
                 actions.append(CreateExecutor(node, session.id, session.resreq))

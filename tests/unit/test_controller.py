@@ -1,0 +1,301 @@
+"""Session manager semantics driven through Controller + Fleet, without a network.
+
+A NodeLink stands in for an executor manager's stream: the test reads the commands
+the session manager sends it and answers with reports and outcomes as an agent would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from flame.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from flame.protocol import backend_pb2, types_pb2
+from flame.session_manager.controller import Controller, ControllerSettings
+from flame.session_manager.fleet import Fleet
+from flame.session_manager.links import NodeLink
+from flame.session_manager.records import NodeRecord
+from flame.session_manager.scheduler import plan
+from flame.session_manager.storage import MemoryStorage, PutTask
+from flame.types import (
+    EVENT_SESSION_BIND_FAILED,
+    EVENT_SESSION_BIND_GIVEN_UP,
+    ApplicationSpec,
+    ExecutorState,
+    SessionSpec,
+    SessionState,
+    TaskState,
+)
+
+T = TypeVar("T")
+X = types_pb2.ExecutorState
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(coro_fn(), 20)
+
+    return asyncio.run(main())
+
+
+class Harness:
+    def __init__(self, storage: MemoryStorage | None = None, **settings: object) -> None:
+        self.storage = storage or MemoryStorage("memory")
+        self.c = Controller(self.storage, ControllerSettings(**settings))  # type: ignore[arg-type]
+        self.fleet = Fleet(self.c)
+        self.link = NodeLink("n1")
+        self.node: NodeRecord | None = None
+
+    async def start(self, cpu: int = 4) -> None:
+        await self.storage.start()
+        await self.c.recover()
+        await self.c.register_application("app", ApplicationSpec(command="/bin/true"))
+        register = backend_pb2.RegisterNode(name="n1", max_executors=cpu)
+        register.capacity.cpu, register.capacity.memory = cpu, cpu * 1024**3
+        self.node = self.fleet.node_connected(register, self.link)
+        await self.take()  # the Registered reply
+
+    async def take(self) -> backend_pb2.ManagerMessage:
+        message = await asyncio.wait_for(self.link.next_message(), 5)
+        assert message is not None
+        return message
+
+    def schedule(self) -> None:
+        self.fleet.apply(plan(self.fleet.snapshot()))
+
+    def report(self, executor_id: str, state: int, session_id: str | None = None, message: str | None = None) -> None:
+        assert self.node is not None
+        self.fleet.executor_report(
+            self.node,
+            backend_pb2.ExecutorReport(executor_id=executor_id, state=state, session_id=session_id, message=message),
+        )
+
+    async def outcome(self, executor_id: str, session_id: str, task_id: str, **kw: object) -> None:
+        changed = self.fleet.task_outcomes(
+            [backend_pb2.TaskOutcome(executor_id=executor_id, session_id=session_id, task_id=task_id, **kw)]  # type: ignore[arg-type]
+        )
+        await self.storage.write(*(PutTask(t) for ts in changed.values() for t in ts))
+        for sid, tasks in changed.items():
+            self.c._publish(self.c.sessions[sid], tasks)
+
+    async def bound_executor(self, session_id: str) -> str:
+        """Schedule, and answer the create+bind with Bound; return the executor id."""
+        self.schedule()
+        message = await self.take()
+        executor_id = message.bind[0].executor_id
+        self.report(executor_id, X.ExecutorBound, session_id)
+        return executor_id
+
+
+def test_application_lifecycle_and_validation() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        with pytest.raises(AlreadyExists):
+            await h.c.register_application("app", ApplicationSpec(command="x"))
+        with pytest.raises(InvalidArgument, match="invalid application name"):
+            await h.c.register_application("bad name!", ApplicationSpec(command="x"))
+        with pytest.raises(InvalidArgument, match="command is required"):
+            await h.c.register_application("nocmd", ApplicationSpec())
+        with pytest.raises(NotFound):
+            await h.c.update_application("missing", ApplicationSpec(command="x"))
+        session = await h.c.create_session("s1", SessionSpec(application="app"))
+        with pytest.raises(InvalidState, match="open session"):
+            await h.c.unregister_application("app")
+        await h.c.close_session(session.id)
+        await h.c.unregister_application("app")
+        with pytest.raises(NotFound):
+            h.c.get_application("app")
+
+    run(main)
+
+
+def test_session_rules() -> None:
+    async def main() -> None:
+        h = Harness(max_sessions=2)
+        await h.start()
+        with pytest.raises(NotFound, match="application 'nope'"):
+            await h.c.create_session("s", SessionSpec(application="nope"))
+        with pytest.raises(InvalidArgument, match="min_instances"):
+            await h.c.create_session("s", SessionSpec(application="app", min_instances=3, max_instances=2))
+        s1 = await h.c.create_session("s1", SessionSpec(application="app", common_data=b"cd"))
+        with pytest.raises(AlreadyExists):
+            await h.c.create_session("s1", SessionSpec(application="app"))
+        # open = get-or-create with a spec check
+        assert (await h.c.open_session("s1", None)) is s1
+        with pytest.raises(InvalidArgument, match="common_data"):
+            await h.c.open_session("s1", SessionSpec(application="app", common_data=b"other"))
+        with pytest.raises(NotFound):
+            await h.c.open_session("s2", None)
+        await h.c.open_session("s2", SessionSpec(application="app"))
+        with pytest.raises(InvalidState, match="max_sessions=2"):
+            await h.c.create_session("s3", SessionSpec(application="app"))
+        # closing twice is fine; a closed session cannot be opened or take tasks
+        await h.c.close_session("s1")
+        assert (await h.c.close_session("s1")).state == SessionState.CLOSED
+        with pytest.raises(InvalidState):
+            await h.c.open_session("s1", None)
+        with pytest.raises(InvalidState, match="closed"):
+            await h.c.create_tasks("s1", [b"x"])
+        with pytest.raises(InvalidState, match="close it"):
+            await h.c.delete_session("s2")
+        await h.c.delete_session("s1")
+        with pytest.raises(NotFound):
+            h.c.get_session_record("s1")
+
+    run(main)
+
+
+def test_task_ids_and_close_cancels_pending() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app"))
+        tasks = await h.c.create_tasks("s", [b"a", b"b", b"c"])
+        assert [t.id for t in tasks] == ["1", "2", "3"]
+        assert [t.id for t in await h.c.create_tasks("s", [None])] == ["4"]
+        session = await h.c.close_session("s")
+        assert session.pending == 0 and session.cancelled == 4
+        task = h.c.get_task("s", "2")
+        assert task.state == TaskState.CANCELLED
+        assert [e.code for e in task.events] == [TaskState.PENDING, TaskState.CANCELLED]
+
+    run(main)
+
+
+def test_task_runs_on_bound_executor_and_watchers_see_it() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", common_data=b"cd"))
+        (task,) = await h.c.create_tasks("s", [b"in"])
+        seen: list[TaskState] = []
+
+        async def watch() -> None:
+            async for t in h.c.watch_task("s", task.id):
+                seen.append(t.state)
+
+        watcher = asyncio.create_task(watch())
+        h.schedule()
+        message = await h.take()
+        assert len(message.create) == 1 and len(message.bind) == 1
+        assert message.bind[0].common_data == b"cd" and message.bind[0].application_name == "app"
+        executor_id = message.bind[0].executor_id
+        h.report(executor_id, X.ExecutorBound, "s")
+        message = await h.take()
+        assert [(r.executor_id, r.task.task_id, r.task.input) for r in message.run] == [(executor_id, "1", b"in")]
+        assert h.c.sessions["s"].session.running == 1
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"out")
+        await asyncio.wait_for(watcher, 5)
+        assert seen[0] in (TaskState.PENDING, TaskState.RUNNING) and seen[-1] == TaskState.SUCCEED
+        done = h.c.get_task("s", "1")
+        assert done.output == b"out" and done.completion_time is not None
+        session = h.c.sessions["s"].session
+        assert (session.pending, session.running, session.succeed) == (0, 0, 1)
+
+    run(main)
+
+
+def test_failed_task_records_the_message_and_session_goes_on() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"1", b"2"])
+        executor_id = await h.bound_executor("s")
+        message = await h.take()
+        assert [r.task.task_id for r in message.run] == ["1", "2"]  # a window of two per executor
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Failed, message="ValueError: boom")
+        await h.outcome(executor_id, "s", "2", state=types_pb2.Succeed, output=b"ok")
+        failed = h.c.get_task("s", "1")
+        assert failed.state == TaskState.FAILED
+        assert failed.events[-1].code == TaskState.FAILED and failed.events[-1].message == "ValueError: boom"
+        assert h.c.get_task("s", "2").state == TaskState.SUCCEED
+
+    run(main)
+
+
+def test_retryable_failure_requeues_until_max_attempts() -> None:
+    async def main() -> None:
+        h = Harness(max_task_attempts=2)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"x"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Failed, retryable=True, message="service died")
+        task = h.c.get_task("s", "1")
+        assert task.state == TaskState.RUNNING  # requeued and handed out again at once
+        assert any("retrying" in (e.message or "") for e in task.events)
+        await h.take()
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Failed, retryable=True, message="service died")
+        assert task.state == TaskState.FAILED and "after 2 attempt(s)" in (task.events[-1].message or "")
+
+    run(main)
+
+
+def test_bind_failures_give_events_then_give_up() -> None:
+    async def main() -> None:
+        h = Harness(max_bind_failures=2)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"x"])
+        for _ in range(2):
+            h.schedule()
+            message = await h.take()
+            executor_id = message.bind[0].executor_id
+            h.report(executor_id, X.ExecutorIdle, "s", "service exited with code 1")
+        rec = h.c.sessions["s"]
+        codes = [e.code for e in rec.session.events]
+        assert codes == [EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP]
+        assert "service exited with code 1" in (rec.session.events[0].message or "")
+        # nothing waits forever: the pending task is failed with the reason
+        assert h.c.get_task("s", "1").state == TaskState.FAILED
+        h.schedule()
+        assert all(not m.bind for m in [h.link._pending])
+
+    run(main)
+
+
+def test_lost_executor_requeues_its_tasks() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"x"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        h.report(executor_id, X.ExecutorIdle, None, "service exited with signal 9")
+        assert h.c.executors[executor_id].executor.state == ExecutorState.IDLE
+        task = h.c.get_task("s", "1")
+        assert task.state == TaskState.PENDING and task.attempts == 1
+
+    run(main)
+
+
+def test_recovery_requeues_running_tasks_and_keeps_outputs() -> None:
+    async def main() -> None:
+        storage = MemoryStorage("memory")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"1", b"2", b"3"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"one")
+        await storage.stop()
+
+        again = Controller(storage, ControllerSettings())
+        await storage.start()
+        await again.recover()
+        rec = again.sessions["s"]
+        assert rec.tasks["1"].output == b"one" and rec.tasks["1"].state == TaskState.SUCCEED
+        assert [rec.tasks[t].state for t in ("2", "3")] == [TaskState.PENDING, TaskState.PENDING]
+        assert list(rec.pending) == ["2", "3"]
+        assert (rec.session.succeed, rec.session.pending, rec.session.running) == (1, 2, 0)
+        assert [t.id for t in await again.create_tasks("s", [b"4"])] == ["4"]
+
+    run(main)
