@@ -1,0 +1,84 @@
+"""Flame for Python: elastic workloads of many short tasks on long-lived executors.
+
+Client::
+
+    import flame
+    with flame.connect() as conn, conn.create_session("flmping") as session:
+        print(session.invoke(b""))
+
+Service::
+
+    class Echo(flame.FlameService):
+        def on_task_invoke(self, context: flame.TaskContext) -> bytes | None:
+            return context.input
+
+    flame.run(Echo())
+
+The names follow flamepy, so moving from flamepy is an import change. Importing this package
+loads the SDK only, never the session manager or the executor manager.
+"""
+
+from flame.client import (
+    AsyncConnection,
+    AsyncSession,
+    Connection,
+    Session,
+    close_session,
+    connect,
+    create_session,
+    get_application,
+    get_session,
+    list_applications,
+    list_executors,
+    list_nodes,
+    list_sessions,
+    open_session,
+    register_application,
+    unregister_application,
+)
+from flame.errors import (
+    AlreadyExists,
+    FlameError,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    TaskFailed,
+    Unavailable,
+)
+from flame.service import ApplicationContext, FlameService, SessionContext, TaskContext, run
+from flame.types import ApplicationSpec, ResourceRequirement, SessionState, TaskState
+
+__all__ = [
+    "AlreadyExists",
+    "ApplicationContext",
+    "ApplicationSpec",
+    "AsyncConnection",
+    "AsyncSession",
+    "Connection",
+    "FlameError",
+    "FlameService",
+    "InvalidArgument",
+    "InvalidState",
+    "NotFound",
+    "ResourceRequirement",
+    "Session",
+    "SessionContext",
+    "SessionState",
+    "TaskContext",
+    "TaskFailed",
+    "TaskState",
+    "Unavailable",
+    "close_session",
+    "connect",
+    "create_session",
+    "get_application",
+    "get_session",
+    "list_applications",
+    "list_executors",
+    "list_nodes",
+    "list_sessions",
+    "open_session",
+    "register_application",
+    "run",
+    "unregister_application",
+]

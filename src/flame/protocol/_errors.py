@@ -46,7 +46,10 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: errors.FlameError) 
 
 def error_from_rpc(exc: grpc.RpcError, what: str = "") -> errors.FlameError:
     """The FlameError for a failed call; ``what`` names the operation for the message."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
+    # Both grpc.Call errors and grpc.aio.AioRpcError carry code() and details().
+    code_of = getattr(exc, "code", None)
+    details_of = getattr(exc, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details = (details_of() if callable(details_of) else None) or str(code)
     message = f"{what}: {details}" if what else details
     return _FROM_STATUS.get(code, errors.Internal)(message)

@@ -1,0 +1,1 @@
+"""Services that ship with Flame (run them with ``python -m flame.apps.<name>``)."""

@@ -1,0 +1,274 @@
+"""The fast path of one session: batched submission and one result stream.
+
+Submissions are queued and drained by one sender task, which sends everything pending in
+one FrontendExt.SubmitTasks call (so concurrent submits coalesce while a call is in flight).
+Results of every task of the session arrive on one FrontendExt.WatchSession stream, opened
+before the first submission, and are dispatched to per-task futures by task id.
+
+A result must not slip past before the stream is registered on the server. A stream with
+include_completed=True cannot miss one (completed tasks are replayed), so it is used when that
+replay is empty anyway (the session had no finished task) and after a reconnect with tasks
+outstanding. Otherwise (include_completed=False) the sender waits until the server
+acknowledges the stream by sending its initial metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+
+from flame.errors import FlameError, Internal, InvalidState, TaskFailed
+from flame.protocol import ext_pb2
+from flame.types import TaskState
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_TASKS = 10_000
+MAX_BATCH_BYTES = 2 * 1024 * 1024  # well under gRPC's default 4 MiB message limit
+WATCH_ACK_TIMEOUT = 5.0  # how long to wait for the server to acknowledge a new result stream
+RECONNECT_GIVE_UP = 30.0  # seconds without a working result stream before outstanding tasks fail
+_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+MapError = Callable[[grpc.RpcError, str], FlameError]
+Entry = tuple[bytes, "asyncio.Future[bytes]"]
+
+
+def resolve(future: asyncio.Future[bytes], task: Any, session_id: str) -> None:
+    """Complete ``future`` from a final pb Task (Succeed, Failed or Cancelled)."""
+    if future.done():  # cancelled by its owner
+        return
+    state = task.status.state
+    if state == TaskState.SUCCEED:
+        future.set_result(task.spec.output if task.spec.HasField("output") else b"")
+        return
+    task_id = task.metadata.id
+    if state == TaskState.FAILED:
+        message = _last_event_message(task, TaskState.FAILED) or "task failed without a message"
+    else:
+        reason = _last_event_message(task, TaskState.CANCELLED) or "its session was closed"
+        message = f"task was cancelled: {reason}"
+    future.set_exception(TaskFailed(message, session_id=session_id, task_id=task_id))
+
+
+def _last_event_message(task: Any, code: int) -> str | None:
+    for event in reversed(task.status.events):
+        if event.code == code and event.HasField("message"):
+            return str(event.message)
+    return None
+
+
+def _fail(futures: Iterable[asyncio.Future[bytes]], error: FlameError) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
+class TaskPipeline:
+    """Submits tasks of one session and routes their results back; owned by an AsyncSession."""
+
+    def __init__(self, session_id: str, ext_stub: Any, map_error: MapError, *, replay_is_empty: bool) -> None:
+        """``replay_is_empty``: the session had no finished task, so the first stream may ask for them."""
+        self._session_id = session_id
+        self._replay_first = replay_is_empty
+        self._ext = ext_stub
+        self._map_error = map_error
+        self._queue: collections.deque[Entry] = collections.deque()
+        self._sending: list[asyncio.Future[bytes]] = []
+        self._outstanding: dict[str, asyncio.Future[bytes]] = {}
+        self._early: dict[str, Any] = {}  # results that beat their SubmitTasks response
+        self._in_flight = False
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._watch_ready = asyncio.Event()
+        self._watch_error: FlameError | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._streams_opened = 0
+        self._idle.set()
+
+    def submit(self, data: bytes) -> asyncio.Future[bytes]:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._queue.append((data, future))
+        self._idle.clear()
+        self._wakeup.set()
+        if self._watcher is None or self._watcher.done():
+            self._watch_error = None
+            self._watch_ready.clear()
+            self._watcher = asyncio.create_task(self._guard(self._watch_loop()), name=f"flame-watch-{self._session_id}")
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._guard(self._send_loop()), name=f"flame-submit-{self._session_id}")
+        return future
+
+    async def drain(self) -> None:
+        """Return once every queued task has been sent (or failed)."""
+        if self._sender is not None and not self._sender.done():
+            await self._idle.wait()
+
+    async def finish(self, timeout: float) -> None:
+        """After the session was closed: let the stream deliver the last results, then stop."""
+        watcher = self._watcher
+        if watcher is not None and not watcher.done() and self._outstanding:
+            try:
+                await asyncio.wait_for(asyncio.shield(watcher), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("session %s: results still missing %g s after close", self._session_id, timeout)
+        await self.abort(InvalidState(f"session {self._session_id} was closed before the task completed"))
+
+    async def abort(self, error: FlameError) -> None:
+        """Stop both background tasks now; every unfinished task fails with ``error``."""
+        tasks = [t for t in (self._sender, self._watcher) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_everything(error)
+
+    # -- sender ---------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._watch_ready.wait()  # the result stream is registered (or failed for good)
+            if self._watch_error is not None:
+                failed, self._queue = [f for _, f in self._queue], collections.deque()
+                _fail(failed, self._watch_error)
+                continue
+            inputs = self._take_batch()
+            if inputs:
+                await self._send(inputs)
+
+    def _take_batch(self) -> list[bytes]:
+        inputs: list[bytes] = []
+        size = 0
+        while self._queue and len(inputs) < MAX_BATCH_TASKS:
+            data, future = self._queue[0]
+            if inputs and size + len(data) > MAX_BATCH_BYTES:
+                break
+            self._queue.popleft()
+            if not future.done():  # skip tasks cancelled before they were sent
+                inputs.append(data)
+                self._sending.append(future)
+                size += len(data)
+        return inputs
+
+    async def _send(self, inputs: list[bytes]) -> None:
+        futures = self._sending
+        request = ext_pb2.SubmitTasksRequest(session_id=self._session_id, inputs=inputs)
+        self._in_flight = True
+        try:
+            try:
+                response = await self._ext.SubmitTasks(request)
+            except grpc.RpcError as exc:
+                _fail(futures, self._map_error(exc, f"submit tasks to session {self._session_id}"))
+                return
+            if response.count != len(futures):
+                _fail(futures, Internal(f"server accepted {response.count} of {len(futures)} submitted tasks"))
+                return
+            for offset, future in enumerate(futures):
+                task_id = str(response.first_task_id + offset)
+                early = self._early.pop(task_id, None)
+                if early is not None:
+                    resolve(future, early, self._session_id)
+                elif self._watch_error is not None:  # the stream ended while this call was in flight
+                    _fail([future], self._watch_error)
+                else:
+                    self._outstanding[task_id] = future
+        finally:
+            self._sending = []
+            self._in_flight = False
+            self._early.clear()  # whatever is left belongs to someone else's submissions
+
+    # -- result stream ----------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        last_ok = time.monotonic()
+        failures = 0
+        while True:
+            if self._streams_opened == 0:
+                include_completed = self._replay_first
+            else:  # replay only when results may have been missed meanwhile
+                include_completed = self._in_flight or bool(self._outstanding)
+            self._streams_opened += 1
+            self._watch_ready.clear()
+            request = ext_pb2.WatchSessionRequest(session_id=self._session_id, include_completed=include_completed)
+            call = self._ext.WatchSession(request)
+            try:
+                if include_completed:
+                    self._watch_ready.set()  # nothing can be missed: no need to wait for the server
+                elif await self._await_ack(call):
+                    last_ok, failures = time.monotonic(), 0
+                async for batch in call:
+                    last_ok, failures = time.monotonic(), 0
+                    self._dispatch(batch.tasks)
+                error: FlameError = InvalidState(f"session {self._session_id} was closed before the task completed")
+            except grpc.RpcError as exc:
+                error = self._map_error(exc, f"watch session {self._session_id}")
+                retry = exc.code() in _RETRY_CODES and (self._in_flight or bool(self._outstanding))
+                if retry and time.monotonic() - last_ok < RECONNECT_GIVE_UP:
+                    failures += 1
+                    logger.info("session %s: result stream lost (%s); reconnecting", self._session_id, exc.code())
+                    await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                    continue
+            finally:
+                call.cancel()
+            self._watch_error = error
+            self._watch_ready.set()  # wake the sender so it fails queued tasks instead of waiting
+            _fail(self._outstanding.values(), error)
+            self._outstanding.clear()
+            return
+
+    async def _await_ack(self, call: Any) -> bool:
+        """Wait for the initial metadata the server sends once the stream is registered."""
+        acknowledged = False
+        try:
+            await asyncio.wait_for(call.initial_metadata(), WATCH_ACK_TIMEOUT)
+            acknowledged = not call.done()  # a refused call also ends its wait for metadata
+        except asyncio.TimeoutError:
+            # The server does not acknowledge streams; go on rather than stall the session.
+            logger.warning(
+                "session %s: result stream not acknowledged within %g s; submitting anyway",
+                self._session_id,
+                WATCH_ACK_TIMEOUT,
+            )
+        self._watch_ready.set()
+        return acknowledged
+
+    def _dispatch(self, tasks: Iterable[Any]) -> None:
+        for task in tasks:
+            task_id = task.metadata.id
+            future = self._outstanding.pop(task_id, None)
+            if future is not None:
+                resolve(future, task, self._session_id)
+            elif self._in_flight:
+                self._early[task_id] = task
+            # else: a task of another client, or a duplicate after a reconnect
+
+    # -- failure handling -------------------------------------------------------------------
+
+    async def _guard(self, body: Awaitable[None]) -> None:
+        try:
+            await body
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: never leave callers waiting forever
+            logger.exception("session %s: task pipeline crashed", self._session_id)
+            self._fail_everything(Internal(f"task pipeline of session {self._session_id} crashed: {exc!r}"))
+
+    def _fail_everything(self, error: FlameError) -> None:
+        queued = [f for _, f in self._queue]
+        self._queue.clear()
+        _fail([*queued, *self._sending, *self._outstanding.values()], error)
+        self._sending = []
+        self._outstanding.clear()
+        self._early.clear()
+        self._idle.set()
+        self._watch_ready.set()  # a sender waiting for the stream must not wait forever

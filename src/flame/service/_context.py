@@ -1,0 +1,43 @@
+"""What a service is told about its session and tasks (flamepy's names and fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flame.types import Shim
+
+
+@dataclass(frozen=True)
+class ApplicationContext:
+    """The application a service instance runs for.
+
+    Fields follow flamepy (``shim`` and ``installer`` are extra and come last, so flamepy's
+    positional order still works).
+    """
+
+    name: str
+    image: str | None = None
+    command: str | None = None
+    working_directory: str | None = None
+    url: str | None = None
+    shim: Shim = Shim.HOST
+    installer: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """The session an instance is bound to; ``common_data()`` is the session's shared input."""
+
+    session_id: str
+    application: ApplicationContext
+    _common_data: bytes | None = field(default=None, repr=False)
+
+    def common_data(self) -> bytes | None:
+        return self._common_data
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    task_id: str
+    session_id: str
+    input: bytes | None = None
