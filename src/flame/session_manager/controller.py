@@ -45,6 +45,8 @@ from flame.types import (
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Most tasks one WatchSession message carries.
+WATCH_BATCH = 1_000
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
@@ -330,23 +332,31 @@ class Controller:
                 if not watchers:
                     del rec.task_watchers[task_id]
 
-    async def watch_session(self, session_id: str, include_completed: bool) -> AsyncIterator[list[Task]]:
-        """Batches of tasks that reached a final state; ends when the session is finished."""
+    def watch_session(self, session_id: str, include_completed: bool) -> AsyncIterator[list[Task]]:
+        """Batches of tasks that reached a final state; ends when the session is finished.
+
+        The watcher is registered before this returns (not at the first iteration).
+        """
         rec = self.get_session_record(session_id)
         queue: TaskQueue = asyncio.Queue()
         rec.session_watchers.append(queue)
+        replay = [t for t in rec.tasks.values() if t.state.is_final] if include_completed else []
+        return self._session_batches(rec, queue, replay)
+
+    async def _session_batches(
+        self, rec: SessionRecord, queue: TaskQueue, replay: list[Task]
+    ) -> AsyncIterator[list[Task]]:
         try:
-            if include_completed:
-                done = [t for t in rec.tasks.values() if t.state.is_final]
-                if done:
-                    yield done
+            for start in range(0, len(replay), WATCH_BATCH):
+                yield replay[start : start + WATCH_BATCH]
             if rec.finished:
                 return
-            while True:
+            ended = False
+            while not ended:
                 first = await queue.get()
                 batch = [] if first is None else [first]
                 ended = first is None
-                while not ended and not queue.empty():
+                while not ended and not queue.empty() and len(batch) < WATCH_BATCH:
                     item = queue.get_nowait()
                     if item is None:
                         ended = True
@@ -354,8 +364,6 @@ class Controller:
                         batch.append(item)
                 if batch:
                     yield batch
-                if ended:
-                    return
         finally:
             if queue in rec.session_watchers:
                 rec.session_watchers.remove(queue)

@@ -190,5 +190,9 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
             self.c.get_session_record(request.session_id)
         except FlameError as exc:
             await abort_with(context, exc)
-        async for batch in self.c.watch_session(request.session_id, request.include_completed):
+        # watch_session registers the watcher before returning, so once the client sees the
+        # initial metadata, no result of a task it submits afterwards can be missed.
+        batches = self.c.watch_session(request.session_id, request.include_completed)
+        await context.send_initial_metadata(())
+        async for batch in batches:
             yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
