@@ -1,0 +1,17 @@
+"""Shims run an application's service for an executor. Only the host shim (a local process) exists."""
+
+from flame.executor_manager.shims._errors import ServiceLost, ShimError
+from flame.executor_manager.shims._launch import Launch, expand, plan_launch, socket_path_for
+from flame.executor_manager.shims.host import HostService, describe_exit, rpc_status
+
+__all__ = [
+    "HostService",
+    "Launch",
+    "ServiceLost",
+    "ShimError",
+    "describe_exit",
+    "expand",
+    "plan_launch",
+    "rpc_status",
+    "socket_path_for",
+]

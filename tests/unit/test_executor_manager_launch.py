@@ -1,0 +1,99 @@
+"""How the host shim builds a service's argv, environment, working directory and socket path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from flame.executor_manager.shims import Launch, ShimError, expand, plan_launch, socket_path_for
+from flame.types import ApplicationSpec
+
+
+def test_expand_replaces_both_forms_and_blanks_unknown_variables() -> None:
+    env = {"HOME": "/home/u", "N": "3"}
+    assert expand("${HOME}/bin:$HOME/x-$N", env) == "/home/u/bin:/home/u/x-3"
+    assert expand("a${MISSING}b $ALSO_MISSING.", env) == "ab ."
+    assert expand("cost: $ 5 and $$", env) == "cost: $ 5 and $$"
+
+
+def plan(spec: ApplicationSpec, tmp_path: Path, base_env: dict[str, str] | None = None) -> Launch:
+    return plan_launch(
+        application="app",
+        spec=spec,
+        executor_id="e1",
+        session_id="s1",
+        work_dir=tmp_path / "work",
+        socket_dir=tmp_path / "s",
+        base_env=base_env if base_env is not None else {"PATH": "/usr/bin", "TOOLS": "/opt/tools"},
+    )
+
+
+def test_launch_for_a_flame_python_module(tmp_path: Path) -> None:
+    spec = ApplicationSpec(command="${FLAME_PYTHON}", arguments=["-m", "flame.apps.flmping", "--id=$FLAME_EXECUTOR_ID"])
+    launch = plan_launch(
+        application="flmping",
+        spec=spec,
+        executor_id="e1",
+        session_id="s1",
+        work_dir=tmp_path / "work",
+        socket_dir=tmp_path / "s",
+        base_env={"PATH": "/usr/bin"},
+    )
+    assert launch.argv == [sys.executable, "-m", "flame.apps.flmping", "--id=e1"]
+    assert launch.cwd == tmp_path / "work" / "e1"
+    assert launch.socket_path == tmp_path / "s" / "e1.sock"
+    assert launch.env["FLAME_INSTANCE_ENDPOINT"] == str(tmp_path / "s" / "e1.sock")
+    assert (launch.env["FLAME_EXECUTOR_ID"], launch.env["FLAME_SESSION_ID"]) == ("e1", "s1")
+    assert launch.env["FLAME_PYTHON"] == sys.executable
+    assert launch.env["PATH"] == "/usr/bin"
+
+
+def test_application_environment_is_expanded_against_the_manager_environment(tmp_path: Path) -> None:
+    spec = ApplicationSpec(
+        command="$TOOLS/serve",
+        environments={"APP_HOME": "$TOOLS/app", "APP_PY": "${FLAME_PYTHON}", "APP_X": "$NOPE"},
+        working_directory="$APP_HOME/run",
+    )
+    launch = plan(spec, tmp_path)
+    assert launch.env["APP_HOME"] == "/opt/tools/app"
+    assert launch.env["APP_PY"] == sys.executable
+    assert launch.env["APP_X"] == ""
+    assert launch.argv == ["/opt/tools/serve"]
+    assert launch.cwd == Path("/opt/tools/app/run")
+
+
+def test_relative_working_directory_is_under_work_dir(tmp_path: Path) -> None:
+    launch = plan(ApplicationSpec(command="serve", working_directory="apps/a"), tmp_path)
+    assert launch.cwd == tmp_path / "work" / "apps" / "a"
+
+
+def test_command_with_spaces_is_split_unless_it_is_a_file(tmp_path: Path) -> None:
+    launch = plan(ApplicationSpec(command="python3 -u 'my service.py'", arguments=["--x"]), tmp_path)
+    assert launch.argv == ["python3", "-u", "my service.py", "--x"]
+    script = tmp_path / "my service"
+    script.write_text("#!/bin/sh\n")
+    launch = plan(ApplicationSpec(command=str(script)), tmp_path)
+    assert launch.argv == [str(script)]
+
+
+@pytest.mark.parametrize("command", [None, "", "   ", "$UNSET_VARIABLE"])
+def test_missing_command_is_refused(tmp_path: Path, command: str | None) -> None:
+    with pytest.raises(ShimError, match="application app has no command"):
+        plan(ApplicationSpec(command=command), tmp_path)
+
+
+def test_unbalanced_quotes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ShimError, match="invalid command"):
+        plan(ApplicationSpec(command="python3 'oops"), tmp_path)
+
+
+def test_socket_path_stays_short(tmp_path: Path) -> None:
+    short = socket_path_for(Path("/run/flame"), "e1")
+    assert short == Path("/run/flame/e1.sock")
+    hashed = socket_path_for(Path("/run/flame"), "x" * 120)
+    assert hashed.parent == Path("/run/flame") and len(str(hashed)) < 100
+    assert hashed == socket_path_for(Path("/run/flame"), "x" * 120)
+    with pytest.raises(ShimError, match="choose a shorter socket_dir"):
+        socket_path_for(Path("/" + "d" * 100), "e1")
