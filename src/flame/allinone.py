@@ -1,0 +1,151 @@
+"""All-in-one cluster: a session manager in this process and a local executor manager child.
+
+The executor manager runs in its own process so that the session manager and the
+node's agent use different cores. It is started with a parent-death signal, so it
+goes away even if this process is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
+from flame.config import ClusterConfig
+from flame.errors import AlreadyExists, Unavailable
+from flame.session_manager.server import SessionManager
+from flame.types import NodeState
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class AllInOne:
+    """start() / serve() / shutdown(), or ``async with``."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        executors: int | None = None,
+        node_name: str | None = None,
+        log_level: str = "INFO",
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.session_manager = SessionManager(config)
+        self.executors = executors
+        self.node_name = node_name or socket.gethostname()
+        self.log_level = log_level
+        self.ready_timeout = ready_timeout
+        self.work_dir = Path(config.data_dir) / "executors"
+        self._agent: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.session_manager.endpoint
+
+    async def start(self) -> None:
+        await self.session_manager.start()
+        try:
+            await self._register_flmping()
+            self._agent = self._spawn_agent()
+            await self._wait_for_node()
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _register_flmping(self) -> None:
+        with contextlib.suppress(AlreadyExists):
+            await self.session_manager.controller.register_application(FLMPING_APPLICATION, flmping_application_spec())
+
+    def _spawn_agent(self) -> subprocess.Popen[bytes]:
+        args = [
+            sys.executable,
+            "-m",
+            "flame",
+            "--log-level",
+            self.log_level,
+            "executor-manager",
+            "--session-manager",
+            f"http://127.0.0.1:{self.session_manager.port}",
+            "--node-name",
+            self.node_name,
+            "--work-dir",
+            str(self.work_dir),
+        ]
+        if self.executors is not None:
+            args += ["--max-executors", str(self.executors)]
+        env = dict(os.environ)
+        env.pop("FLAME_SESSION_MANAGER", None)
+        return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent)
+
+    async def _wait_for_node(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        nodes = self.session_manager.controller.nodes
+        while time.monotonic() < deadline:
+            rec = nodes.get(self.node_name)
+            if rec is not None and rec.node.state == NodeState.READY and rec.link is not None:
+                return
+            assert self._agent is not None
+            if self._agent.poll() is not None:
+                raise Unavailable(f"the executor manager exited with code {self._agent.returncode} during start-up")
+            await asyncio.sleep(0.05)
+        raise Unavailable(f"the executor manager did not register within {self.ready_timeout:.0f}s")
+
+    async def serve(self) -> None:
+        """Run until shutdown() or until the executor manager dies."""
+        stopped = asyncio.create_task(self.session_manager.serve())
+        try:
+            while not stopped.done():
+                if self._agent is not None and self._agent.poll() is not None:
+                    logger.error("the executor manager exited with code %s; stopping", self._agent.returncode)
+                    break
+                await asyncio.wait({stopped}, timeout=0.5)
+        finally:
+            stopped.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopped
+
+    async def shutdown(self) -> None:
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            await asyncio.to_thread(stop_process, agent, grace=10.0)
+        await self.session_manager.shutdown()
+
+    async def __aenter__(self) -> AllInOne:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL; always reaps the process."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("process %d ignored SIGTERM for %.0fs; killing it", process.pid, grace)
+            process.kill()
+    process.wait()

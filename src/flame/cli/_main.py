@@ -1,0 +1,95 @@
+"""``flame``: run the cluster's processes.
+
+    flame up                    session manager + local executor manager, in the foreground
+    flame session-manager       the session manager alone
+    flame executor-manager      one node's executor manager
+
+Server processes are imported only by the command that starts them, so the
+client-side commands stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from flame.errors import FlameError
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flame", description="Flame for Python: elastic sessions of short tasks.")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run an all-in-one cluster in the foreground (Ctrl-C stops it)")
+    up.add_argument("--config", "-c", help="cluster config (flame-cluster.yaml); default: built-in defaults")
+    up.add_argument("--endpoint", help="where to listen, e.g. http://127.0.0.1:8080 (overrides the config)")
+    up.add_argument("--data-dir", help="where state and executor logs go (default: the user data dir)")
+    up.add_argument("--storage", help="sqlite:///path, memory or none (default: sqlite under the data dir)")
+    up.add_argument("--executors", type=_positive_int, help="executor slots of the local node (default: cpu count)")
+
+    sm = sub.add_parser("session-manager", help="run the session manager")
+    sm.add_argument("--config", "-c", help="cluster config (flame-cluster.yaml)")
+    sm.add_argument("--endpoint", help="where to listen (overrides cluster.endpoint)")
+    sm.add_argument("--data-dir", help="where state goes (overrides cluster.data_dir)")
+    sm.add_argument("--storage", help="sqlite:///path, memory or none (overrides cluster.storage)")
+
+    em = sub.add_parser("executor-manager", help="run the executor manager of this node")
+    em.add_argument("--config", "-c", help="config file with an executor_manager section")
+    em.add_argument("--session-manager", help="session manager endpoint, e.g. http://10.0.0.1:8080")
+    em.add_argument("--node-name", help="name of this node (default: the host name)")
+    em.add_argument("--max-executors", type=_positive_int, help="executor slots on this node")
+    em.add_argument("--work-dir", help="where executor directories, sockets and logs go")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, names: dict[str, str]) -> dict[str, str]:
+    """Environment-style overrides for the flags the user gave."""
+    return {env: str(getattr(args, attr)) for attr, env in names.items() if getattr(args, attr, None) is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    try:
+        if args.command == "up":
+            from flame.cli._servers import run_up
+
+            run_up(args)
+        elif args.command == "session-manager":
+            from flame.cli._servers import run_sm
+
+            run_sm(args)
+        elif args.command == "executor-manager":
+            from flame.cli._servers import run_em
+
+            run_em(args)
+    except FlameError as exc:
+        print(f"flame {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"flame {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0

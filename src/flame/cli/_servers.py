@@ -1,0 +1,91 @@
+"""The commands that run server processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from flame.config import (
+    ExecutorManagerConfig,
+    load_cluster_config,
+    load_executor_manager_config,
+)
+
+if TYPE_CHECKING:
+    from flame.executor_manager import AgentSettings
+
+_CLUSTER_FLAGS = {"endpoint": "FLAME_ENDPOINT", "data_dir": "FLAME_DATA_DIR", "storage": "FLAME_STORAGE"}
+_AGENT_FLAGS = {"session_manager": "FLAME_SESSION_MANAGER", "work_dir": "FLAME_WORK_DIR"}
+
+
+def _env(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({name: str(getattr(args, attr)) for attr, name in flags.items() if getattr(args, attr, None)})
+    return env
+
+
+def run_up(args: argparse.Namespace) -> None:
+    from flame.allinone import AllInOne
+
+    config = load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS))
+
+    async def serve() -> None:
+        cluster = AllInOne(config, executors=args.executors, log_level=args.log_level)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await cluster.start()
+        try:
+            print(
+                f"Flame is up: endpoint {cluster.endpoint}, storage {config.storage}\n"
+                f"  export FLAME_ENDPOINT={cluster.endpoint}\n"
+                f"  executor logs: {cluster.work_dir / 'logs'}\n"
+                "Press Ctrl-C to stop.",
+                flush=True,
+            )
+            serving = asyncio.ensure_future(cluster.serve())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for fut in (serving, stopping):
+                fut.cancel()
+        finally:
+            print("Stopping Flame ...", file=sys.stderr, flush=True)
+            await cluster.shutdown()
+
+    asyncio.run(serve())
+
+
+def run_sm(args: argparse.Namespace) -> None:
+    from flame.session_manager.server import SessionManager, serve_until_signalled
+
+    config = load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS))
+    asyncio.run(serve_until_signalled(SessionManager(config)))
+
+
+def agent_settings(config: ExecutorManagerConfig, node_name: str | None, max_executors: int | None) -> AgentSettings:
+    from flame.executor_manager import AgentSettings
+
+    return AgentSettings(
+        session_manager=config.session_manager.address,
+        node_name=node_name or config.node_name,
+        capacity=config.capacity,
+        work_dir=config.work_dir,
+        socket_dir=config.socket_dir,
+        max_executors=max_executors or config.max_executors,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        service_start_timeout=config.service_start_timeout,
+        stop_grace=config.stop_grace,
+    )
+
+
+def run_em(args: argparse.Namespace) -> None:
+    from flame.executor_manager import run_executor_manager
+
+    config = load_executor_manager_config(args.config, _env(args, _AGENT_FLAGS))
+    settings = agent_settings(config, args.node_name, args.max_executors)
+    run_executor_manager(settings)
