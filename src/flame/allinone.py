@@ -29,11 +29,23 @@ from flame.types import NodeState
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# Set on the executor manager child: the pid it must die with (see die_with_parent).
+PARENT_PID_ENV = "FLAME_DIE_WITH_PARENT"
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """In a child started by AllInOne: get SIGTERM when the parent dies, even by SIGKILL.
+
+    Done by the child itself at start-up rather than in a preexec_fn, so the parent can
+    spawn it without fork() (a fork while gRPC threads run is unsafe).
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, None)
+    if parent is None:
+        return
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class AllInOne:
@@ -94,7 +106,8 @@ class AllInOne:
             args += ["--max-executors", str(self.executors)]
         env = dict(os.environ)
         env.pop("FLAME_SESSION_MANAGER", None)
-        return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        return subprocess.Popen(args, env=env)
 
     async def _wait_for_node(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -84,8 +84,10 @@ def agent_settings(config: ExecutorManagerConfig, node_name: str | None, max_exe
 
 
 def run_em(args: argparse.Namespace) -> None:
+    from flame.allinone import die_with_parent
     from flame.executor_manager import run_executor_manager
 
+    die_with_parent()
     config = load_executor_manager_config(args.config, _env(args, _AGENT_FLAGS))
     settings = agent_settings(config, args.node_name, args.max_executors)
     run_executor_manager(settings)

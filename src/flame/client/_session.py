@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -116,6 +116,12 @@ class AsyncSession:
                 self.id, self._connection._ext, self._connection._map_error, replay_is_empty=finished == 0
             )
         return self._pipeline.submit(data)
+
+    async def map(self, inputs: Iterable[bytes]) -> AsyncIterator[bytes]:
+        """Submit every input at once, then yield the outputs in input order."""
+        futures = [self.submit(data) for data in inputs]
+        for future in futures:
+            yield await future
 
     async def run(self, input_data: bytes) -> bytes:
         """Run one task and return its output (b"" when the service returned nothing)."""

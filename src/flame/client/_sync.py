@@ -11,7 +11,7 @@ import concurrent.futures
 import contextlib
 import functools
 import threading
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -190,6 +190,15 @@ class Session:
     def invoke(self, input_data: bytes) -> bytes:
         """Run one task and return its output."""
         return self.run(input_data).result()
+
+    def map(self, inputs: Iterable[bytes], timeout: float | None = None) -> Iterator[bytes]:
+        """Submit every input at once, then yield the outputs in input order.
+
+        A failed task raises TaskFailed when its turn comes; ``timeout`` bounds the wait for each.
+        """
+        futures = [self.run(data) for data in inputs]
+        for future in futures:
+            yield future.result(timeout)
 
     def close(self) -> None:
         self._runner.run(self._async.close())

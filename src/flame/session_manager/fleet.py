@@ -93,7 +93,7 @@ class Fleet:
             return
         rec.link = None
         rec.node.state = NodeState.NOT_READY
-        logger.warning(
+        logger.info(
             "node %s disconnected; waiting %d ms for it to return", rec.node.name, self.c.settings.node_lost_ms
         )
 
