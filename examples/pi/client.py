@@ -1,7 +1,7 @@
 """Monte Carlo pi, the client: many tasks, results reduced here.
 
-    python examples/pi/client.py --local            # starts an all-in-one cluster for the run
-    python examples/pi/client.py                    # uses FLAME_ENDPOINT (e.g. after `flame up`)
+python examples/pi/client.py --local            # starts an all-in-one cluster for the run
+python examples/pi/client.py                    # uses FLAME_ENDPOINT (e.g. after `flame up`)
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def estimate_pi(conn: flame.Connection, tasks: int, samples: int) -> float:
     with conn.create_session("pi") as session:
         inputs = [json.dumps({"samples": samples, "seed": seed}).encode() for seed in range(tasks)]
         results = [json.loads(out) for out in session.map(inputs)]
-    inside = sum(r["inside"] for r in results)
-    return 4.0 * inside / sum(r["samples"] for r in results)
+    inside: int = sum(r["inside"] for r in results)
+    samples: int = sum(r["samples"] for r in results)
+    return 4.0 * inside / samples
 
 
 def main() -> int:
