@@ -29,8 +29,8 @@ def estimate_pi(conn: flame.Connection, tasks: int, samples: int) -> float:
         inputs = [json.dumps({"samples": samples, "seed": seed}).encode() for seed in range(tasks)]
         results = [json.loads(out) for out in session.map(inputs)]
     inside: int = sum(r["inside"] for r in results)
-    samples: int = sum(r["samples"] for r in results)
-    return 4.0 * inside / samples
+    thrown: int = sum(r["samples"] for r in results)
+    return 4.0 * inside / thrown
 
 
 def main() -> int:
