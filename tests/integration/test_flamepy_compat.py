@@ -7,9 +7,9 @@ from pathlib import Path
 
 import flamepy
 import pytest
-from tests.integration.conftest import write_service
 
 from flame.testing import LocalCluster
+from tests.integration.conftest import write_service
 
 FLAMEPY_SERVICE = """
     import flamepy

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import flamepy
 import pytest
+
 from tests.integration.conftest import wait_for, write_service
 
 SERVICE = """

@@ -1,0 +1,102 @@
+"""`flame up` as a user runs it: it serves, runs work, and Ctrl-C / SIGTERM leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import flamepy
+import pytest
+
+from tests.integration.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_flame_up_serves_and_stops_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path), "--executors", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        banner = up.stdout.readline()
+        assert banner.startswith(f"Flame is up: endpoint {endpoint}"), banner
+        conn = flamepy.connect(endpoint)
+        assert [a.name for a in conn.list_applications()] == ["flmping"]
+        session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=2))
+        outputs = [json.loads(f.result(60)) for f in [session.run(b"") for _ in range(20)]]
+        service_pids = {o["pid"] for o in outputs}
+        agents = _children(up.pid)
+        assert agents, "flame up started no executor manager"
+        assert all(_alive(p) for p in service_pids)
+        assert (tmp_path / "flame.db").exists()
+
+        up.send_signal(stop_signal)
+        assert up.wait(60) == 0
+        for pid in [*agents, *service_pids]:
+            wait_for(lambda pid=pid: not _alive(pid), timeout=15)  # type: ignore[misc]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+def test_bad_flags_and_config_give_clear_errors(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "flame", "up", "--executors", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "expected a whole number >= 1, got 0" in bad.stderr
+
+    config = tmp_path / "flame-cluster.yaml"
+    config.write_text("cluster:\n  schedule_interval: soon\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "flame", "session-manager", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "cluster.schedule_interval" in bad.stderr and "soon" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_quickstart_runs_a_real_workload() -> None:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "quickstart"), "--tasks", "10", "--samples", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pi ~= 3.1" in done.stdout
