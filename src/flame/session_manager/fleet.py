@@ -93,9 +93,7 @@ class Fleet:
             return
         rec.link = None
         rec.node.state = NodeState.NOT_READY
-        logger.info(
-            "node %s disconnected; waiting %d ms for it to return", rec.node.name, self.c.settings.node_lost_ms
-        )
+        logger.info("node %s disconnected; waiting %d ms for it to return", rec.node.name, self.c.settings.node_lost_ms)
 
     def heartbeat(self, rec: NodeRecord) -> None:
         rec.node.last_heartbeat_time = now_ms()
