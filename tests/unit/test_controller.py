@@ -299,3 +299,23 @@ def test_recovery_requeues_running_tasks_and_keeps_outputs() -> None:
         assert [t.id for t in await again.create_tasks("s", [b"4"])] == ["4"]
 
     run(main)
+
+
+def test_pipeline_depth_follows_task_duration() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        rec = h.c.sessions["s"]
+        assert h.c.window(rec) == 2  # nothing known yet: one running, one queued
+        rec.task_seconds = 0.0001  # short tasks: a deep pipeline, capped by the setting
+        assert h.c.window(rec) == h.c.settings.executor_window
+        await h.c.create_tasks("s", [b"x"] * 100)
+        executor_id = await h.bound_executor("s")
+        message = await h.take()
+        assert len(message.run) == h.c.settings.executor_window  # many tasks in one message
+        rec.task_seconds = 5.0  # long tasks: never more than one waiting behind the running one
+        assert h.c.window(rec) == 2
+        assert len(h.c.executors[executor_id].inflight) == h.c.settings.executor_window
+
+    run(main)

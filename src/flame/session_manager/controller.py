@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +33,7 @@ from flame.types import (
     Application,
     ApplicationSpec,
     Event,
+    ExecutorState,
     ResourceRequirement,
     Session,
     SessionSpec,
@@ -45,6 +47,9 @@ from flame.types import (
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# An executor is given about this much work (in seconds) at a time, judged by how long
+# the session's tasks have taken so far.
+PIPELINE_SECONDS = 0.02
 # Most tasks one WatchSession message carries.
 WATCH_BATCH = 1_000
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -61,9 +66,9 @@ class ControllerSettings:
     idle_release_ms: int = 5_000
     heartbeat_interval_ms: int = 1_000
     node_lost_ms: int = 10_000
-    # Tasks an executor may hold at once: one running and the rest queued at its node,
-    # so a busy executor never waits a round trip for its next task.
-    executor_window: int = 2
+    # Most tasks an executor may hold at once: one running and the rest queued at its node,
+    # so a busy executor never waits a round trip for its next task (see Controller.window).
+    executor_window: int = 32
 
 
 def check_name(value: str, what: str) -> str:
@@ -426,30 +431,49 @@ class Controller:
 
     # ---- dispatch -------------------------------------------------------------------------
 
-    def dispatch(self, rec: SessionRecord) -> None:
-        """Hand pending tasks to this session's bound executors that have room."""
+    def dispatch(self, rec: SessionRecord, only: Iterable[str] | None = None) -> None:
+        """Hand pending tasks to this session's bound executors (or just ``only``) that have room."""
         if not rec.pending or not rec.executors:
             return
-        bound = [self.executors[e] for e in rec.executors if self.executors[e].executor.state == 4]
+        candidates = rec.executors if only is None else [e for e in only if e in rec.executors]
+        bound = [ex for e in candidates if (ex := self.executors[e]).executor.state == ExecutorState.BOUND]
         if not bound:
             return
-        # Queue a second task on an executor only when the backlog exceeds what the
-        # executors still binding will take, so long tasks do not wait behind each other.
-        binding = len(rec.executors) - len(bound)
-        for window in range(1, self.settings.executor_window + 1):
-            for ex in bound:
-                if not rec.pending:
-                    return
-                if len(ex.inflight) < window:
-                    self._start(rec, ex)
-            if len(rec.pending) <= binding:
+        # Beyond one task each, keep enough of the backlog for the executors still binding,
+        # so that they too get work when they come up.
+        binding = sum(1 for e in rec.executors if self.executors[e].executor.state != ExecutorState.BOUND)
+        window = self.window(rec)
+        for ex in bound:
+            while rec.pending and len(ex.inflight) < window and (not ex.inflight or len(rec.pending) > binding):
+                self._start(rec, ex)
+            if not rec.pending:
                 return
+
+    def window(self, rec: SessionRecord) -> int:
+        """Tasks one executor of this session may hold: enough for about PIPELINE_SECONDS of work.
+
+        Short tasks get a deep pipeline (few, large messages between the managers); tasks
+        longer than that get one queued behind the running one, at most.
+        """
+        if rec.task_seconds is None:
+            return 2
+        depth = int(PIPELINE_SECONDS / max(rec.task_seconds, 1e-6))
+        return max(2, min(self.settings.executor_window, depth))
+
+    def task_done(self, rec: SessionRecord, ex: ExecutorRecord, sent: float) -> None:
+        """Account for a task an executor finished: its busy time feeds the session's average."""
+        now = time.monotonic()
+        busy = now - max(sent, ex.last_done)
+        ex.last_done = now
+        rec.task_seconds = busy if rec.task_seconds is None else 0.8 * rec.task_seconds + 0.2 * busy
+        if not ex.inflight:
+            ex.idle_since = now_ms()
 
     def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> None:
         task = rec.tasks[rec.pending.popleft()]
         self._move(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
         task.attempts += 1
-        ex.inflight.add(task.id)
+        ex.inflight[task.id] = time.monotonic()
         link = self.nodes[ex.executor.node].link
         if link is not None:
             link.run(ex.id, task)

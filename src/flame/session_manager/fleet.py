@@ -202,7 +202,7 @@ class Fleet:
         if rec is None or rec.session.state != SessionState.OPEN:
             self._unbind(ex)
             return
-        self.c.dispatch(rec)
+        self.c.dispatch(rec, {ex.id})
 
     def _bind_failed(self, ex: ExecutorRecord, message: str) -> None:
         rec = self._detach(ex)
@@ -225,15 +225,14 @@ class Fleet:
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> dict[str, list[Task]]:
         """Apply finished tasks; return the changed tasks per session (to persist and publish)."""
         changed: dict[str, list[Task]] = {}
-        touched: set[str] = set()
+        freed: dict[str, set[str]] = {}
         for outcome in outcomes:
             ex = self.c.executors.get(outcome.executor_id)
             rec = self.c.sessions.get(outcome.session_id)
             if ex is None or rec is None or outcome.task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
-            ex.inflight.discard(outcome.task_id)
-            if not ex.inflight:
-                ex.idle_since = now_ms()
+            self.c.task_done(rec, ex, ex.inflight.pop(outcome.task_id))
+            freed.setdefault(rec.id, set()).add(ex.id)
             task = rec.tasks[outcome.task_id]
             message = outcome.message if outcome.HasField("message") else None
             if TaskState(outcome.state) == TaskState.SUCCEED:
@@ -244,9 +243,8 @@ class Fleet:
             else:
                 self.c._finish(rec, task, TaskState.FAILED, message or "the service reported a failure")
             changed.setdefault(rec.id, []).append(task)
-            touched.add(rec.id)
-        for sid in touched:
-            self.c.dispatch(self.c.sessions[sid])
+        for sid, executor_ids in freed.items():
+            self.c.dispatch(self.c.sessions[sid], executor_ids)
         return changed
 
     # ---- scheduling -----------------------------------------------------------------------

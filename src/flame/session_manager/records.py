@@ -20,6 +20,7 @@ class SessionRecord:
     pending: deque[str] = field(default_factory=deque)
     executors: set[str] = field(default_factory=set)  # bound (or binding) to this session
     bind_failures: int = 0
+    task_seconds: float | None = None  # moving average of how long its tasks occupy an executor
     gave_up: bool = False
     unplaceable_reported: bool = False
     task_watchers: dict[str, list[TaskQueue]] = field(default_factory=dict)
@@ -38,7 +39,9 @@ class SessionRecord:
 @dataclass
 class ExecutorRecord:
     executor: Executor
-    inflight: set[str] = field(default_factory=set)  # task ids of executor.session_id
+    # Task ids of executor.session_id handed to it, with when (time.monotonic()) each was sent.
+    inflight: dict[str, float] = field(default_factory=dict)
+    last_done: float = 0.0  # time.monotonic() of its last outcome
     idle_since: int = field(default_factory=now_ms)
 
     @property
