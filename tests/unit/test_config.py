@@ -292,7 +292,7 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"limits": {"max_session": 1}}},
             "'cluster.limits.max_session'",
-            "max_executors, max_sessions",
+            "max_common_data_size, max_executors, max_pending_tasks, max_sessions, max_task_size",
         ),
         (
             {"cluster": {"tls": {"cert": "a", "cert_file": "a", "key_file": "b"}}},
@@ -545,3 +545,16 @@ def test_client_bad_files_are_refused(tmp_path: Path, text: str, expected: str) 
     message = refused(load_client_config, path, env={})
     assert str(path) in message
     assert expected in message
+
+
+def test_limits_sizes_and_counts() -> None:
+    config = cluster_config_from_dict(
+        {"cluster": {"limits": {"max_task_size": "2m", "max_common_data_size": 1024, "max_pending_tasks": 50}}}
+    )
+    assert (config.max_task_size, config.max_common_data_size, config.max_pending_tasks) == (2 * 1024**2, 1024, 50)
+    defaults = cluster_config_from_dict({})
+    assert defaults.max_task_size == 16 * 1024**2 and defaults.max_pending_tasks is None
+    with pytest.raises(InvalidArgument, match=r"cluster\.limits\.max_task_size.*'lots'.*16m"):
+        cluster_config_from_dict({"cluster": {"limits": {"max_task_size": "lots"}}})
+    with pytest.raises(InvalidArgument, match=r"cluster\.limits\.max_pending_tasks"):
+        cluster_config_from_dict({"cluster": {"limits": {"max_pending_tasks": 0}}})

@@ -319,3 +319,25 @@ def test_pipeline_depth_follows_task_duration() -> None:
         assert len(h.c.executors[executor_id].inflight) == h.c.settings.executor_window
 
     run(main)
+
+
+def test_limits_name_the_limit() -> None:
+    async def main() -> None:
+        h = Harness(max_task_size=10, max_common_data_size=4, max_pending_tasks=3)
+        await h.start()
+        with pytest.raises(InvalidArgument, match=r"common data is 5 bytes.*max_common_data_size\) is 4"):
+            await h.c.create_session("s", SessionSpec(application="app", common_data=b"12345"))
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        with pytest.raises(InvalidArgument, match=r"task input #2 is 11 bytes.*max_task_size\) is 10"):
+            await h.c.create_tasks("s", [b"ok", b"x" * 11])
+        assert h.c.sessions["s"].tasks == {}  # nothing half-written
+        await h.c.create_tasks("s", [b"a", b"b"])
+        with pytest.raises(InvalidState, match=r"2 pending tasks.*max_pending_tasks\) of 3"):
+            await h.c.create_tasks("s", [b"c", b"d"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"y" * 11)
+        task = h.c.get_task("s", "1")
+        assert task.state == TaskState.FAILED and "max_task_size" in (task.events[-1].message or "")
+
+    run(main)

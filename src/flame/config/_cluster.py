@@ -38,7 +38,9 @@ _CLUSTER_KEYS = (
 _CLUSTER_IGNORED = ("pprof", "recovery")
 _EXECUTORS_KEYS = ("shim", "max_bind_failures", "max_task_attempts")
 _EXECUTORS_IGNORED = ("limits",)  # Flame's per-node executor limit: ours is executor_manager.max_executors
-_LIMITS_KEYS = ("max_sessions", "max_executors")
+_LIMITS_KEYS = ("max_sessions", "max_executors", "max_pending_tasks", "max_task_size", "max_common_data_size")
+DEFAULT_MAX_TASK_SIZE = 16 * 1024**2
+DEFAULT_MAX_COMMON_DATA_SIZE = 16 * 1024**2
 _TLS_KEYS = ("cert_file", "key_file", "ca_file")
 _STORAGE_ACCEPTED = "sqlite:///absolute/file.db, sqlite://file/relative/to/data_dir.db, memory or none"
 
@@ -57,7 +59,8 @@ class ClusterConfig:
     """The session manager's settings.
 
     ``storage`` is normalised: ``sqlite:///<absolute path>``, ``memory`` or ``none``.
-    ``max_sessions`` and ``max_executors`` are None when unlimited.
+    ``max_sessions``, ``max_executors`` and ``max_pending_tasks`` (per session) are None when
+    unlimited; ``max_task_size`` (a task's input or output) and ``max_common_data_size`` are bytes.
     """
 
     name: str
@@ -71,6 +74,9 @@ class ClusterConfig:
     max_task_attempts: int
     max_sessions: int | None
     max_executors: int | None
+    max_pending_tasks: int | None
+    max_task_size: int
+    max_common_data_size: int
     tls: TlsConfig | None
     data_dir: Path
 
@@ -122,6 +128,9 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_task_attempts=executors.integer("max_task_attempts", 3, 1),
         max_sessions=limits.optional_integer("max_sessions", 1),
         max_executors=limits.optional_integer("max_executors", 1),
+        max_pending_tasks=limits.optional_integer("max_pending_tasks", 1),
+        max_task_size=limits.size("max_task_size", DEFAULT_MAX_TASK_SIZE),
+        max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
     )

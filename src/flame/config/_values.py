@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from flame.errors import InvalidArgument
+from flame.types import parse_memory
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,21 @@ class Section:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.error(name, value, f"a whole number{unit} >= {minimum}")
         return value
+
+    def size(self, name: str, default: int) -> int:
+        """A size in bytes: a whole number or a string with a unit such as 512k, 16m, 1g."""
+        value = self.data.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise self.error(name, value, "a size in bytes, e.g. 1048576 or 16m")
+        try:
+            size = parse_memory(value)
+        except InvalidArgument:
+            raise self.error(name, value, "a size in bytes, e.g. 1048576 or 16m (units k, m, g, t)") from None
+        if size < 1:
+            raise self.error(name, value, "a size of at least 1 byte")
+        return size
 
     def number(self, name: str, default: float, minimum: float, *, inclusive: bool, unit: str) -> float:
         """A float or int; ``inclusive`` says whether ``minimum`` itself is accepted."""

@@ -131,7 +131,10 @@ class InstanceServer:
         if self._server is not None:
             raise InvalidState("instance server already started")
         _remove_stale_socket(self.endpoint)
-        server = grpc.aio.server()
+        # Inputs, outputs and common data are bounded by the cluster's limits, not by gRPC's 4 MiB default.
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        )
         shim_pb2_grpc.add_InstanceServicer_to_server(InstanceServicer(self._service), server)
         try:
             bound = server.add_insecure_port(f"unix:{self.endpoint}")

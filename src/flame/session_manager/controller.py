@@ -60,6 +60,9 @@ class ControllerSettings:
     slot: ResourceRequirement = field(default_factory=lambda: ResourceRequirement(cpu=1, memory=1024**3))
     max_sessions: int | None = None
     max_executors: int | None = None
+    max_pending_tasks: int | None = None  # per session
+    max_task_size: int = 16 * 1024**2  # bytes of one task input or output
+    max_common_data_size: int = 16 * 1024**2
     max_bind_failures: int = 3
     max_task_attempts: int = 3
     default_delay_release_ms: int = 5_000
@@ -199,6 +202,12 @@ class Controller:
                 f"session spec: min_instances ({spec.min_instances}) is greater than "
                 f"max_instances ({spec.max_instances})"
             )
+        size = len(spec.common_data or b"")
+        if size > self.settings.max_common_data_size:
+            raise InvalidArgument(
+                f"session spec: common data is {size} bytes; the limit "
+                f"(cluster.limits.max_common_data_size) is {self.settings.max_common_data_size} bytes"
+            )
         if spec.resreq is not None and spec.resreq.cpu == 0 and spec.resreq.memory == 0 and spec.resreq.gpu == 0:
             raise InvalidArgument("session spec: resreq asks for nothing; give cpu, mem or gpu (e.g. cpu=1,mem=1g)")
         return app
@@ -282,6 +291,8 @@ class Controller:
         session = rec.session
         if session.state != SessionState.OPEN:
             raise InvalidState(f"session {session_id!r} is closed; tasks can only be added to an open session")
+        inputs = list(inputs)
+        self._check_task_limits(session, inputs)
         tasks = []
         for data in inputs:
             task = Task(session_id=session_id, id=str(session.next_task_id), input=data)
@@ -304,6 +315,21 @@ class Controller:
             await self.storage.write(*(PutTask(t) for t in tasks))
             self._publish(rec, tasks)
         return tasks
+
+    def _check_task_limits(self, session: Session, inputs: list[bytes | None]) -> None:
+        limit = self.settings.max_task_size
+        for index, data in enumerate(inputs):
+            if data is not None and len(data) > limit:
+                raise InvalidArgument(
+                    f"task input #{index + 1} is {len(data)} bytes; the limit "
+                    f"(cluster.limits.max_task_size) is {limit} bytes"
+                )
+        cap = self.settings.max_pending_tasks
+        if cap is not None and session.pending + len(inputs) > cap:
+            raise InvalidState(
+                f"session {session.id!r} has {session.pending} pending tasks; adding {len(inputs)} would pass "
+                f"the limit (cluster.limits.max_pending_tasks) of {cap}; wait for some to finish"
+            )
 
     def get_task(self, session_id: str, task_id: str) -> Task:
         rec = self.get_session_record(session_id)

@@ -235,7 +235,16 @@ class Fleet:
             freed.setdefault(rec.id, set()).add(ex.id)
             task = rec.tasks[outcome.task_id]
             message = outcome.message if outcome.HasField("message") else None
-            if TaskState(outcome.state) == TaskState.SUCCEED:
+            limit = self.c.settings.max_task_size
+            if TaskState(outcome.state) == TaskState.SUCCEED and len(outcome.output) > limit:
+                self.c._finish(
+                    rec,
+                    task,
+                    TaskState.FAILED,
+                    f"the service returned {len(outcome.output)} bytes; the limit "
+                    f"(cluster.limits.max_task_size) is {limit} bytes",
+                )
+            elif TaskState(outcome.state) == TaskState.SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
                 self.c._finish(rec, task, TaskState.SUCCEED, None, output)
             elif outcome.retryable:

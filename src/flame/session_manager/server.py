@@ -21,8 +21,8 @@ from flame.session_manager.storage import Storage, open_storage
 
 logger = logging.getLogger(__name__)
 
-# Task inputs, outputs and common data travel inside single messages.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Task inputs, outputs and common data travel inside single messages; batches of tasks too.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -37,6 +37,9 @@ def controller_settings(config: ClusterConfig) -> ControllerSettings:
         slot=config.slot,
         max_sessions=config.max_sessions,
         max_executors=config.max_executors,
+        max_pending_tasks=config.max_pending_tasks,
+        max_task_size=config.max_task_size,
+        max_common_data_size=config.max_common_data_size,
         max_bind_failures=config.max_bind_failures,
         max_task_attempts=config.max_task_attempts,
     )
