@@ -96,7 +96,7 @@ class AllInOne:
             self.log_level,
             "executor-manager",
             "--session-manager",
-            f"http://127.0.0.1:{self.session_manager.port}",
+            self._local_endpoint(),
             "--node-name",
             self.node_name,
             "--work-dir",
@@ -106,8 +106,20 @@ class AllInOne:
             args += ["--max-executors", str(self.executors)]
         env = dict(os.environ)
         env.pop("FLAME_SESSION_MANAGER", None)
+        env.pop("FLAME_CA_FILE", None)
+        tls = self.config.tls
+        if tls is not None:  # trust the CA, or for a self-signed certificate the certificate itself
+            env["FLAME_CA_FILE"] = tls.ca_file or tls.cert_file
         env[PARENT_PID_ENV] = str(os.getpid())
         return subprocess.Popen(args, env=env)
+
+    def _local_endpoint(self) -> str:
+        """The session manager as the local executor manager reaches it."""
+        host = self.config.endpoint.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        scheme = "https" if self.config.tls is not None else "http"
+        return f"{scheme}://{host}:{self.session_manager.port}"
 
     async def _wait_for_node(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

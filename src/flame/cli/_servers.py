@@ -80,6 +80,8 @@ def agent_settings(config: ExecutorManagerConfig, node_name: str | None, max_exe
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         service_start_timeout=config.service_start_timeout,
         stop_grace=config.stop_grace,
+        tls=config.session_manager.tls,
+        tls_ca=config.ca_file,
     )
 
 

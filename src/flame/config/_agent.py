@@ -27,6 +27,7 @@ _KEYS = (
     "heartbeat_interval",
     "service_start_timeout",
     "stop_grace",
+    "tls",
 )
 
 # Linux's sun_path holds 108 bytes with the terminating NUL (macOS: 104). A socket path longer than
@@ -47,6 +48,9 @@ class ExecutorManagerConfig:
     heartbeat_interval_ms: int
     service_start_timeout: float
     stop_grace: float
+    # CA certificate that signed the session manager's certificate (https:// session_manager only;
+    # without it the system's root certificates are trusted).
+    ca_file: Path | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -97,8 +101,9 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
     section = root.section("executor_manager")
     section.check_keys(_KEYS)
     capacity = _capacity(section)
+    session_manager = _session_manager(section, env)
     return ExecutorManagerConfig(
-        session_manager=_session_manager(section, env),
+        session_manager=session_manager,
         node_name=section.string("node_name", "") or socket.gethostname(),
         capacity=capacity,
         max_executors=section.integer("max_executors", max(capacity.cpu, 1), 1),
@@ -106,7 +111,23 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         heartbeat_interval_ms=section.integer("heartbeat_interval", 1000, 1, " of milliseconds"),
         service_start_timeout=section.number("service_start_timeout", 30.0, 0, inclusive=False, unit="seconds"),
         stop_grace=section.number("stop_grace", 5.0, 0, inclusive=True, unit="seconds"),
+        ca_file=_ca_file(section, env, session_manager, base_dir),
     )
+
+
+def _ca_file(section: Section, env: Mapping[str, str], endpoint: Endpoint, base_dir: Path | None) -> Path | None:
+    tls = section.section("tls")
+    tls.check_keys(("ca_file",))
+    text = env.get("FLAME_CA_FILE") or tls.optional_string("ca_file")
+    if text is None:
+        return None  # plaintext, or https trusting the system's root certificates
+    if not endpoint.tls:
+        raise InvalidArgument(
+            f"{section.source}: {tls.key('ca_file')} is set but {section.key('session_manager')} "
+            f"{str(endpoint)!r} is plaintext: use an https:// endpoint"
+        )
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
 def _session_manager(section: Section, env: Mapping[str, str]) -> Endpoint:

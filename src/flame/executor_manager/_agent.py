@@ -210,7 +210,7 @@ class ExecutorManager:
 
     def _open_channel(self) -> Any:
         target = self._settings.session_manager
-        if self._tls_ca is None:
+        if self._tls_ca is None and not self._settings.tls:
             return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         credentials = grpc.ssl_channel_credentials(root_certificates=self._tls_ca)
         return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)

@@ -39,7 +39,9 @@ class AgentSettings:
     #: While executors have tasks queued, their outcomes go out at most once per window, together. Reports
     #: and the outcomes of executors about to run out of tasks are sent at once.
     batch_window: float = 0.005
-    #: PEM file of the CA that signed the session manager's certificate (None: plaintext).
+    #: Connect with TLS (implied by tls_ca); without tls_ca the system's root certificates are trusted.
+    tls: bool = False
+    #: PEM file of the CA that signed the session manager's certificate.
     tls_ca: Path | None = None
     #: Client certificate for mutual TLS; not supported yet.
     tls_cert: Path | None = None
