@@ -32,9 +32,11 @@ from flame.protocol._convert import (
     task_to_pb,
 )
 from flame.protocol._errors import abort_with, error_from_rpc, status_for
+from flame.protocol._services import add_servicer
 
 __all__ = [
     "abort_with",
+    "add_servicer",
     "application_from_pb",
     "application_spec_from_pb",
     "application_spec_to_pb",

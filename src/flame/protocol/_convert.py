@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flame._proto.v1 import types_pb2 as pb
+from flame.errors import InvalidArgument
 from flame.types import (
     Application,
     ApplicationSchema,
@@ -70,6 +71,14 @@ def application_spec_to_pb(spec: ApplicationSpec) -> pb.ApplicationSpec:
     return message
 
 
+def _shim(value: int) -> Shim:
+    try:
+        return Shim(value)
+    except ValueError:
+        accepted = ", ".join(f"{s.name.title()} ({s.value})" for s in Shim)
+        raise InvalidArgument(f"unknown shim {value}; accepted: {accepted}") from None
+
+
 def application_spec_from_pb(spec: pb.ApplicationSpec) -> ApplicationSpec:
     schema = None
     if spec.HasField("schema"):
@@ -79,7 +88,7 @@ def application_spec_from_pb(spec: pb.ApplicationSpec) -> ApplicationSpec:
             common_data=_opt(spec.schema, "common_data"),
         )
     return ApplicationSpec(
-        shim=Shim(spec.shim) if spec.shim in Shim._value2member_map_ else Shim.HOST,
+        shim=_shim(spec.shim),
         description=_opt(spec, "description"),
         labels=list(spec.labels),
         image=_opt(spec, "image"),

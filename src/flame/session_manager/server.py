@@ -11,7 +11,7 @@ from types import TracebackType
 import grpc
 
 from flame.config import ClusterConfig
-from flame.protocol import backend_pb2_grpc, ext_pb2_grpc, frontend_pb2_grpc
+from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
 from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
@@ -67,8 +67,8 @@ class SessionManager:
         await self.storage.start()
         await self.controller.recover()
         server = grpc.aio.server(options=_GRPC_OPTIONS)
-        frontend_pb2_grpc.add_FrontendServicer_to_server(FrontendService(self.controller), server)
-        ext_pb2_grpc.add_FrontendExtServicer_to_server(FrontendExtService(self.controller), server)
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
         backend_pb2_grpc.add_BackendServicer_to_server(BackendService(self.controller, self.fleet), server)
         address = self.config.endpoint.address
         if self.config.tls is not None:
