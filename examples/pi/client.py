@@ -33,6 +33,12 @@ def estimate_pi(conn: flame.Connection, tasks: int, samples: int) -> float:
     return 4.0 * inside / thrown
 
 
+def standard_error(samples: int) -> float:
+    """The standard error of the estimate 4 * hits / samples, each dart a hit with probability pi / 4."""
+    p = math.pi / 4
+    return 4.0 * math.sqrt(p * (1 - p) / samples)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Estimate pi with Monte Carlo tasks on Flame.")
     parser.add_argument("--tasks", type=int, default=100, help="number of tasks (default 100)")
@@ -40,6 +46,9 @@ def main() -> int:
     parser.add_argument("--local", action="store_true", help="start an all-in-one cluster for this run")
     parser.add_argument("--endpoint", help="cluster endpoint (default: FLAME_ENDPOINT or http://127.0.0.1:8080)")
     args = parser.parse_args()
+    for name in ("tasks", "samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
 
     with ExitStack() as stack:
         endpoint = args.endpoint
@@ -52,9 +61,10 @@ def main() -> int:
         began = time.perf_counter()
         pi = estimate_pi(conn, args.tasks, args.samples)
         elapsed = time.perf_counter() - began
+    spread = standard_error(args.tasks * args.samples)
     print(
-        f"pi ~= {pi:.6f} (error {abs(pi - math.pi):.6f}) from {args.tasks} tasks x {args.samples} samples "
-        f"in {elapsed:.2f}s"
+        f"pi ~= {pi:.6f} (error {abs(pi - math.pi):.6f}, standard error {spread:.6f}) "
+        f"from {args.tasks} tasks x {args.samples} samples in {elapsed:.2f}s"
     )
     return 0
 
