@@ -161,3 +161,31 @@ def test_three_processes_and_sigkill_restart(processes: Processes, tmp_path: Pat
     for i in range(21, 26):
         assert conn.get_session("sq-1").get_task(str(i)).output == str((i - 1) ** 2).encode()
     conn.close_session("sq-1")
+
+
+def test_restarted_executor_manager_stops_services_left_by_a_killed_one(processes: Processes, tmp_path: Path) -> None:
+    processes.session_manager()
+    agent = processes.executor_manager()
+    conn = _connect(processes.endpoint)
+    conn.register_application("square", write_service(tmp_path, "square_service", SERVICE))
+    session = conn.create_session(flamepy.SessionAttributes(application="square", min_instances=1))
+    assert session.invoke(b"3") == b"9"
+    pid_files = list((tmp_path / "em" / "pids").glob("*.pid"))
+    assert len(pid_files) == 1
+    service_pid = int(pid_files[0].read_text().split("\n")[0])
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()
+    assert _alive(service_pid)  # its own process group: the agent's death does not end it
+    processes.executor_manager()
+    wait_for(lambda: not _alive(service_pid), timeout=30)
+    assert session.invoke(b"4") == b"16"  # and the new agent serves the session
+    conn.close_session(session.id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"

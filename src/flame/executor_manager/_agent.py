@@ -24,7 +24,7 @@ from flame.executor_manager._compat import TaskGroup
 from flame.executor_manager._executor import Command, Executor, Release, Unbind, wire
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
-from flame.executor_manager.shims import ShimError, rpc_status, socket_path_for
+from flame.executor_manager.shims import ShimError, reap_stale_services, rpc_status, socket_path_for
 from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2
 from flame.types import ExecutorState
 
@@ -86,6 +86,9 @@ class ExecutorManager:
                 raise InvalidArgument(f"cannot read the session manager's CA file {settings.tls_ca}: {exc}") from exc
         for directory in (settings.work_dir, settings.log_dir, settings.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        stale = reap_stale_services(settings.work_dir)
+        if stale:
+            logger.warning("stopped %d service process(es) left by a previous executor manager", stale)
         self._started = True
 
     async def serve(self) -> None:

@@ -2,7 +2,7 @@
 
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, expand, plan_launch, socket_path_for
-from flame.executor_manager.shims.host import HostService, describe_exit, rpc_status
+from flame.executor_manager.shims.host import HostService, describe_exit, reap_stale_services, rpc_status
 
 __all__ = [
     "HostService",
@@ -12,6 +12,7 @@ __all__ = [
     "describe_exit",
     "expand",
     "plan_launch",
+    "reap_stale_services",
     "rpc_status",
     "socket_path_for",
 ]

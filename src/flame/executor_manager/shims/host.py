@@ -80,6 +80,7 @@ class HostService:
         self._stub: Any = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._pid_file: Path | None = None
 
     @classmethod
     async def start(
@@ -112,6 +113,7 @@ class HostService:
             raise ShimError(f"cannot prepare application {application}: {exc}") from exc
         process, log_offset = await _spawn(launch, log_file, application=application, session_id=session_id)
         service = cls(process, launch, log_file, log_offset, settings.stop_grace)
+        service._pid_file = _record_pid(settings.work_dir, executor_id, process.pid)
         try:
             await service._wait_ready(settings.service_start_timeout)
         except BaseException:
@@ -189,6 +191,8 @@ class HostService:
         finally:
             with contextlib.suppress(OSError):
                 self._launch.socket_path.unlink(missing_ok=True)
+                if self._pid_file is not None:
+                    self._pid_file.unlink(missing_ok=True)
             self._stopped.set()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -249,6 +253,51 @@ class HostService:
     def _signal_group(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signum)
+
+
+def _pid_dir(work_dir: Path) -> Path:
+    return work_dir / "pids"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _record_pid(work_dir: Path, executor_id: str, pid: int) -> Path | None:
+    """Note a running service (pid and command line) so a restarted agent can stop it."""
+    path = _pid_dir(work_dir) / f"{executor_id}.pid"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"{pid}\n".encode() + _cmdline(pid))
+    except OSError as exc:
+        logger.warning("cannot record the pid of executor %s's service: %s", executor_id, exc)
+        return None
+    return path
+
+
+def reap_stale_services(work_dir: Path) -> int:
+    """Kill the process groups of services left by an agent that died (e.g. by SIGKILL).
+
+    A pid is killed only if the process still runs the recorded command line, so a
+    reused pid is left alone. Returns how many were killed.
+    """
+    killed = 0
+    for path in sorted(_pid_dir(work_dir).glob("*.pid")):
+        try:
+            first, _, cmdline = path.read_bytes().partition(b"\n")
+            pid = int(first)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if cmdline and _cmdline(pid) == cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+        path.unlink(missing_ok=True)
+    return killed
 
 
 async def _spawn(
