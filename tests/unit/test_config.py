@@ -237,7 +237,7 @@ BAD_CLUSTER_VALUES = [
     ({"policies": ["gang", "gang"]}, "cluster.policies[1]", "'gang'", "at most once"),
     ({"policies": "priority"}, "cluster.policies", "'priority'", "a list of names"),
     ({"storage": "fs:///var/lib/flame"}, "cluster.storage", "'fs:///var/lib/flame'", "sqlite://"),
-    ({"storage": "postgresql://db/x"}, "cluster.storage", "'postgresql://db/x'", "sqlite:///absolute/file.db"),
+    ({"storage": "mysql://db/x"}, "cluster.storage", "'mysql://db/x'", "sqlite:///absolute/file.db"),
     ({"storage": "sqlite://"}, "cluster.storage", "'sqlite://'", "memory or none"),
     ({"storage": "sqlite://state/"}, "cluster.storage", "'sqlite://state/'", "memory or none"),
     ({"storage": "sqlite://f.db?mode=ro"}, "cluster.storage", "'sqlite://f.db?mode=ro'", "memory or none"),
@@ -287,7 +287,7 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"executors": {"max_bind_failure": 1}}},
             "'cluster.executors.max_bind_failure'",
-            "known keys in cluster.executors: max_bind_failures, max_task_attempts, shim",
+            "known keys in cluster.executors: max_bind_failures, max_task_attempts, shim, task_timeout",
         ),
         (
             {"cluster": {"limits": {"max_session": 1}}},

@@ -36,7 +36,7 @@ _CLUSTER_KEYS = (
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
-_EXECUTORS_KEYS = ("shim", "max_bind_failures", "max_task_attempts")
+_EXECUTORS_KEYS = ("shim", "max_bind_failures", "max_task_attempts", "task_timeout")
 _EXECUTORS_IGNORED = ("limits",)  # Flame's per-node executor limit: ours is executor_manager.max_executors
 _LIMITS_KEYS = ("max_sessions", "max_executors", "max_pending_tasks", "max_task_size", "max_common_data_size")
 DEFAULT_MAX_TASK_SIZE = 16 * 1024**2
@@ -75,6 +75,7 @@ class ClusterConfig:
     max_sessions: int | None
     max_executors: int | None
     max_pending_tasks: int | None
+    task_timeout: float | None
     max_task_size: int
     max_common_data_size: int
     tls: TlsConfig | None
@@ -126,6 +127,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         shim=_shim(executors),
         max_bind_failures=executors.integer("max_bind_failures", 3, 1),
         max_task_attempts=executors.integer("max_task_attempts", 3, 1),
+        task_timeout=_task_timeout(executors),
         max_sessions=limits.optional_integer("max_sessions", 1),
         max_executors=limits.optional_integer("max_executors", 1),
         max_pending_tasks=limits.optional_integer("max_pending_tasks", 1),
@@ -134,6 +136,12 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         tls=tls,
         data_dir=data_dir,
     )
+
+
+def _task_timeout(executors: Section) -> float | None:
+    if not executors.has("task_timeout"):
+        return None
+    return executors.number("task_timeout", 0.0, 0, inclusive=False, unit="seconds")
 
 
 def _data_dir(cluster: Section, env: Mapping[str, str], base_dir: Path | None) -> Path:

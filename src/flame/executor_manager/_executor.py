@@ -69,6 +69,7 @@ class Executor:
         self._service: HostService | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._current: shim_pb2.TaskContext | None = None
+        self._task_timeout: float | None = None  # seconds, from the binding
         self._log_file = str(settings.log_dir / f"{executor_id}.log")
 
     # ---- called by the agent ----
@@ -134,6 +135,7 @@ class Executor:
             logger.warning("executor %s is bound to session %s: unbinding it first", self.id, self.session_id)
             await self._unbind()
         spec = application_spec_from_pb(command.application)
+        self._task_timeout = command.task_timeout_ms / 1000 if command.HasField("task_timeout_ms") else None
         self.state, self.session_id = ExecutorState.BINDING, session_id
         self._report(ExecutorState.BINDING, session_id=session_id)
         try:
@@ -174,7 +176,7 @@ class Executor:
             return
         self._current = task  # stays set if the call is cancelled, for _close to fail it
         try:
-            result = await service.invoke(task)
+            result = await service.invoke(task, self._task_timeout)
         except ServiceLost as exc:
             self._current = None
             self._outcome(task, retryable=True, message=exc.message)

@@ -65,6 +65,7 @@ class ControllerSettings:
     max_common_data_size: int = 16 * 1024**2
     max_bind_failures: int = 3
     max_task_attempts: int = 3
+    task_timeout: float | None = None  # seconds; an application's "task_timeout=<s>" label overrides it
     default_delay_release_ms: int = 5_000
     idle_release_ms: int = 5_000
     heartbeat_interval_ms: int = 1_000
@@ -89,9 +90,31 @@ def _check_application_spec(name: str, spec: ApplicationSpec) -> None:
         raise InvalidArgument(f"application {name!r}: delay_release must be >= 0 seconds, got {spec.delay_release}")
     if not spec.command:
         raise InvalidArgument(f"application {name!r}: command is required (the program that runs the service)")
+    task_timeout_label(name, spec)
     for env in spec.environments:
         if not env or "=" in env:
             raise InvalidArgument(f"application {name!r}: invalid environment variable name {env!r}")
+
+
+TASK_TIMEOUT_LABEL = "task_timeout="
+
+
+def task_timeout_label(name: str, spec: ApplicationSpec) -> float | None:
+    """The seconds of an application's ``task_timeout=<seconds>`` label, if it has one."""
+    for label in spec.labels:
+        if label.startswith(TASK_TIMEOUT_LABEL):
+            text = label[len(TASK_TIMEOUT_LABEL) :]
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if not 0 < value < 10**7:
+                raise InvalidArgument(
+                    f"application {name!r}: invalid label {label!r}: "
+                    "expected task_timeout=<seconds>, e.g. task_timeout=30"
+                )
+            return value
+    return None
 
 
 class Controller:

@@ -11,7 +11,7 @@ import secrets
 
 from flame.protocol import backend_pb2, resreq_from_pb
 from flame.session_manager import states
-from flame.session_manager.controller import Controller
+from flame.session_manager.controller import Controller, task_timeout_label
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord
 from flame.session_manager.scheduler import (
@@ -355,7 +355,8 @@ class Fleet:
         rec.executors.add(ex.id)
         link = self._link(ex)
         if link is not None:
-            link.bind(ex.id, rec.session, app)
+            timeout = task_timeout_label(app.name, app.spec)
+            link.bind(ex.id, rec.session, app, self.c.settings.task_timeout if timeout is None else timeout)
 
     def _unbind(self, ex: ExecutorRecord) -> None:
         self._set_state(ex, X.UNBINDING)

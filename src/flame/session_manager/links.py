@@ -34,13 +34,14 @@ class NodeLink:
     def create(self, executor_id: str, resreq: ResourceRequirement) -> None:
         self._touch().create.add(executor_id=executor_id, resreq=resreq_to_pb(resreq))
 
-    def bind(self, executor_id: str, session: Session, app: Application) -> None:
+    def bind(self, executor_id: str, session: Session, app: Application, task_timeout: float | None) -> None:
         self._touch().bind.add(
             executor_id=executor_id,
             session_id=session.id,
             application_name=app.name,
             application=application_spec_to_pb(app.spec),
             common_data=session.spec.common_data,
+            task_timeout_ms=None if task_timeout is None else max(1, round(task_timeout * 1000)),
         )
 
     def run(self, executor_id: str, task: Task) -> None:

@@ -42,6 +42,7 @@ def controller_settings(config: ClusterConfig) -> ControllerSettings:
         max_common_data_size=config.max_common_data_size,
         max_bind_failures=config.max_bind_failures,
         max_task_attempts=config.max_task_attempts,
+        task_timeout=config.task_timeout,
     )
 
 

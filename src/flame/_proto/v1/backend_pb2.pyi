@@ -85,18 +85,20 @@ class CreateExecutor(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., resreq: _Optional[_Union[_types_pb2.ResourceRequirement, _Mapping]] = ...) -> None: ...
 
 class BindExecutor(_message.Message):
-    __slots__ = ("executor_id", "session_id", "application_name", "application", "common_data")
+    __slots__ = ("executor_id", "session_id", "application_name", "application", "common_data", "task_timeout_ms")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_NAME_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     COMMON_DATA_FIELD_NUMBER: _ClassVar[int]
+    TASK_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     session_id: str
     application_name: str
     application: _types_pb2.ApplicationSpec
     common_data: bytes
-    def __init__(self, executor_id: _Optional[str] = ..., session_id: _Optional[str] = ..., application_name: _Optional[str] = ..., application: _Optional[_Union[_types_pb2.ApplicationSpec, _Mapping]] = ..., common_data: _Optional[bytes] = ...) -> None: ...
+    task_timeout_ms: int
+    def __init__(self, executor_id: _Optional[str] = ..., session_id: _Optional[str] = ..., application_name: _Optional[str] = ..., application: _Optional[_Union[_types_pb2.ApplicationSpec, _Mapping]] = ..., common_data: _Optional[bytes] = ..., task_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class RunTask(_message.Message):
     __slots__ = ("executor_id", "task")

@@ -151,11 +151,16 @@ class HostService:
                 f"OnSessionEnter failed with return code {result.return_code}: {result.message or 'no message'}"
             )
 
-    async def invoke(self, task: shim_pb2.TaskContext) -> types_pb2.TaskResult:
-        """The service's result; ServiceLost if it died or hung up, ShimError if the call failed otherwise."""
+    async def invoke(self, task: shim_pb2.TaskContext, timeout: float | None = None) -> types_pb2.TaskResult:
+        """The service's result; ServiceLost if it died, hung up or ran past ``timeout`` seconds,
+        ShimError if the call failed otherwise."""
         try:
-            result: types_pb2.TaskResult = await self._stub.OnTaskInvoke(task)
+            result: types_pb2.TaskResult = await self._stub.OnTaskInvoke(task, timeout=timeout)
         except grpc.RpcError as exc:
+            if timeout is not None and rpc_status(exc)[0] == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServiceLost(
+                    f"task {task.task_id} ran past its timeout of {timeout:g}s; its service was stopped"
+                ) from exc
             raise await self._call_failed(f"task {task.task_id}", exc) from exc
         return result
 
