@@ -3,6 +3,9 @@
     flame up                    session manager + local executor manager, in the foreground
     flame session-manager       the session manager alone
     flame executor-manager      one node's executor manager
+    flame list | view | create | close | register | update | unregister
+                                the cluster's objects, as `flmctl` does
+    flame ping                  run tasks of the built-in flmping application, as `flmping` does
 
 Server processes are imported only by the command that starts them, so the
 client-side commands stay light.
@@ -15,6 +18,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from flame.cli._flmctl import add_commands
+from flame.cli._flmping import add_ping_arguments, describe
+from flame.cli._shared import run_handler
 from flame.errors import FlameError
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -60,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--node-name", help="name of this node (default: the host name)")
     em.add_argument("--max-executors", type=_positive_int, help="executor slots on this node")
     em.add_argument("--work-dir", help="where executor directories, sockets and logs go")
+
+    add_commands(sub, "flame")
+    description, epilog = describe("flame ping")
+    ping = sub.add_parser(
+        "ping",
+        help="run tasks of the built-in flmping application",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_ping_arguments(ping, top_level=False)
     return parser
 
 
@@ -73,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("grpc").setLevel(logging.WARNING)
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # a client command: list, view, ..., ping
+        return run_handler(handler, args, "flame")
     try:
         if args.command == "up":
             from flame.cli._servers import run_up

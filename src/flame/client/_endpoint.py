@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
 
+from flame.config import load_client_config
 from flame.errors import InvalidArgument, Unavailable
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 DEFAULT_PORT = 8080
 ENDPOINT_ENV = "FLAME_ENDPOINT"
-CA_FILE_ENV = "FLAME_CA_FILE"
 
 _SECURE_SCHEMES = {"https": True, "grpcs": True, "http": False, "grpc": False}
 _CHANNEL_OPTIONS = [
@@ -35,13 +35,28 @@ class Endpoint:
     ca_file: str | None = None
 
 
-def _resolve_endpoint(endpoint: str | None = None, ca_file: str | None = None) -> Endpoint:
-    """The endpoint to use: the argument, else $FLAME_ENDPOINT, else the local default.
+def _resolve_endpoint(
+    endpoint: str | None = None,
+    ca_file: str | None = None,
+    *,
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Endpoint:
+    """Where the cluster is: the single place that decides it, for the SDK and the CLI.
 
-    The single place that decides where the cluster is (the flame.yaml loader plugs in here).
+    The endpoint is the ``endpoint`` argument, else $FLAME_ENDPOINT, else the current context of the
+    client config (``config_path``, default ~/.flame/flame.yaml, which may be missing), else
+    http://127.0.0.1:8080. The CA file is the ``ca_file`` argument, else $FLAME_CA_FILE, else the
+    context's ``cluster.tls.ca_file``. ``env`` defaults to ``os.environ``. A bad config file raises
+    InvalidArgument naming the file and the key.
     """
-    url = endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
-    return parse_endpoint(url, ca_file or os.environ.get(CA_FILE_ENV) or None)
+    if endpoint and config_path is None:
+        explicit = parse_endpoint(endpoint, ca_file)
+        if ca_file or not explicit.secure:
+            return explicit  # nothing left for a config file to decide
+    config = load_client_config(config_path, env)
+    url = endpoint if endpoint else str(config.endpoint)
+    return parse_endpoint(url, ca_file or config.ca_file)
 
 
 def parse_endpoint(url: str, ca_file: str | None = None) -> Endpoint:
@@ -85,7 +100,7 @@ def open_channel(endpoint: Endpoint) -> grpc.aio.Channel:
 def unreachable(endpoint: Endpoint, reason: str) -> Unavailable:
     return Unavailable(
         f"cannot reach the Flame cluster at {endpoint.url} ({reason}); start a local one with `flame up`, "
-        f"or point ${ENDPOINT_ENV} at a running session manager"
+        f"or point ${ENDPOINT_ENV} or ~/.flame/flame.yaml at a running session manager"
     )
 
 
