@@ -18,6 +18,7 @@ from flame.protocol import (
     application_from_pb,
     application_spec_to_pb,
     error_from_rpc,
+    ext_pb2,
     ext_pb2_grpc,
     frontend_pb2,
     frontend_pb2_grpc,
@@ -177,8 +178,24 @@ class AsyncConnection:
     # -- cluster ------------------------------------------------------------------------------
 
     async def list_executors(self) -> list[Executor]:
-        message = await self._call("list executors", self._frontend.ListExecutor, frontend_pb2.ListExecutorRequest())
-        return [executor_from_pb(e) for e in message.executors]
+        """Executors with their log files; from a cluster without FrontendExt, without them."""
+        self._check_open()
+        try:
+            details = await self._ext.ListExecutorDetails(ext_pb2.ListExecutorDetailsRequest())
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise self._map_error(exc, "list executors") from exc
+            message = await self._call(
+                "list executors", self._frontend.ListExecutor, frontend_pb2.ListExecutorRequest()
+            )
+            return [executor_from_pb(e) for e in message.executors]
+        executors = []
+        for detail in details.executors:
+            executor = executor_from_pb(detail.executor)
+            executor.log_file = detail.log_file if detail.HasField("log_file") else None
+            executor.application = detail.application if detail.HasField("application") else None
+            executors.append(executor)
+        return executors
 
     async def list_nodes(self) -> list[Node]:
         message = await self._call("list nodes", self._frontend.ListNodes, frontend_pb2.ListNodesRequest())

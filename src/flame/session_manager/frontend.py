@@ -196,3 +196,16 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         await context.send_initial_metadata(())
         async for batch in batches:
             yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
+
+    async def ListExecutorDetails(self, request: Any, context: Any) -> Any:
+        executors = sorted(self.c.executors.values(), key=lambda e: e.id)
+        return ext_pb2.ExecutorDetailList(
+            executors=[
+                ext_pb2.ExecutorDetail(
+                    executor=executor_to_pb(e.executor),
+                    log_file=e.executor.log_file,
+                    application=e.executor.application,
+                )
+                for e in executors
+            ]
+        )

@@ -36,3 +36,23 @@ class TaskBatch(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
     def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ...) -> None: ...
+
+class ExecutorDetail(_message.Message):
+    __slots__ = ("executor", "log_file", "application")
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    LOG_FILE_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    executor: _types_pb2.Executor
+    log_file: str
+    application: str
+    def __init__(self, executor: _Optional[_Union[_types_pb2.Executor, _Mapping]] = ..., log_file: _Optional[str] = ..., application: _Optional[str] = ...) -> None: ...
+
+class ListExecutorDetailsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExecutorDetailList(_message.Message):
+    __slots__ = ("executors",)
+    EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    executors: _containers.RepeatedCompositeFieldContainer[ExecutorDetail]
+    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorDetail, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class FrontendExtStub:
                 request_serializer=flame_dot_v1_dot_ext__pb2.WatchSessionRequest.SerializeToString,
                 response_deserializer=flame_dot_v1_dot_ext__pb2.TaskBatch.FromString,
                 _registered_method=True)
+        self.ListExecutorDetails = channel.unary_unary(
+                '/flame.ext.v1.FrontendExt/ListExecutorDetails',
+                request_serializer=flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.SerializeToString,
+                response_deserializer=flame_dot_v1_dot_ext__pb2.ExecutorDetailList.FromString,
+                _registered_method=True)
 
 
 class FrontendExtServicer:
@@ -61,6 +66,12 @@ class FrontendExtServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExecutorDetails(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FrontendExtServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_FrontendExtServicer_to_server(servicer, server):
                     servicer.WatchSession,
                     request_deserializer=flame_dot_v1_dot_ext__pb2.WatchSessionRequest.FromString,
                     response_serializer=flame_dot_v1_dot_ext__pb2.TaskBatch.SerializeToString,
+            ),
+            'ListExecutorDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutorDetails,
+                    request_deserializer=flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.FromString,
+                    response_serializer=flame_dot_v1_dot_ext__pb2.ExecutorDetailList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class FrontendExt:
             '/flame.ext.v1.FrontendExt/WatchSession',
             flame_dot_v1_dot_ext__pb2.WatchSessionRequest.SerializeToString,
             flame_dot_v1_dot_ext__pb2.TaskBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutorDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flame.ext.v1.FrontendExt/ListExecutorDetails',
+            flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.SerializeToString,
+            flame_dot_v1_dot_ext__pb2.ExecutorDetailList.FromString,
             options,
             channel_credentials,
             insecure,

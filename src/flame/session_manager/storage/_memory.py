@@ -30,9 +30,18 @@ def _copy_session(session: Session) -> Session:
 
 
 def _copy_task(task: Task) -> Task:
-    clone = copy.copy(task)
-    clone.events = list(task.events)
-    return clone
+    # Field by field: several times faster than copy.copy, and tasks come by the hundred thousand.
+    return Task(
+        session_id=task.session_id,
+        id=task.id,
+        input=task.input,
+        output=task.output,
+        state=task.state,
+        creation_time=task.creation_time,
+        completion_time=task.completion_time,
+        events=list(task.events),
+        attempts=task.attempts,
+    )
 
 
 class MemoryStorage(Storage):
