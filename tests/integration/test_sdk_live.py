@@ -1,0 +1,49 @@
+"""Our SDK against a real local cluster."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+
+import pytest
+
+import flame
+from flame.testing import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalCluster]:
+    with LocalCluster(executors=2) as cluster:
+        yield cluster
+
+
+def test_100k_outstanding_tasks_cost_one_stream_and_no_threads(local: LocalCluster) -> None:
+    with flame.connect(local.endpoint) as conn:
+        # A session no node can hold: its tasks stay outstanding until it is closed.
+        session = conn.create_session("flmping", resreq="cpu=1000,mem=1g")
+        threads_before = threading.active_count()
+        futures = [session.run(b"") for _ in range(100_000)]
+        while conn.get_session(session.id).pending < 100_000:
+            assert not any(f.done() for f in futures[:10]), futures[0].exception()
+        assert threading.active_count() <= threads_before
+        watchers = local.run(lambda sm: len(sm.controller.sessions[session.id].session_watchers))
+        assert watchers == 1
+        events = conn.get_session(session.id).events  # the scheduler says why nothing runs
+        assert any(e.code == 1001 and "no node can hold" in (e.message or "") for e in events), events
+        session.close()
+        _, not_done = wait(futures, timeout=120)
+        assert not not_done
+        with pytest.raises(flame.TaskFailed, match="cancelled"):
+            futures[-1].result()
+        assert threading.active_count() <= threads_before
+
+
+def test_executors_show_their_log_files(local: LocalCluster) -> None:
+    with flame.connect(local.endpoint) as conn, conn.create_session("flmping", min_instances=1) as session:
+        session.invoke(b"")
+        executors = [e for e in conn.list_executors() if e.session_id == session.id]
+        assert executors and executors[0].application == "flmping"
+        log = Path(executors[0].log_file or "")
+        assert log.is_file() and f"session {session.id}" in log.read_text()
