@@ -227,9 +227,10 @@ def test_executor_lifecycle(tmp_path: Path) -> None:
                     run_task("e1", "s1", "1", b"a"),
                     run_task("e1", "s1", "2", b"raise"),
                     run_task("e1", "s1", "3", b"c"),
-                ],
-                unbind=[backend_pb2.ExecutorCommand(executor_id="e1")],
+                ]
             )
+            await eventually(lambda: len(fake.outcomes()) == 3)
+            fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
             await eventually(lambda: len(fake.states("e1")) == 4)
             outcomes = fake.outcomes()
             assert (outcomes["1"].state, outcomes["1"].output) == (types_pb2.Succeed, b"cd|a")
@@ -254,6 +255,24 @@ def test_executor_lifecycle(tmp_path: Path) -> None:
             await eventually(lambda: "9" in fake.outcomes())
             assert fake.states("ghost") == [RELEASED]
             assert fake.outcomes()["9"].retryable
+
+    run(scenario())
+
+
+def test_unbind_finishes_the_running_task_and_hands_back_queued_ones(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        fake = FakeSessionManager()
+        async with backend_server(fake) as port, serving(ExecutorManager(settings_for(tmp_path, port))) as manager:
+            await eventually(lambda: manager.connected)
+            fake.send(create=[backend_pb2.CreateExecutor(executor_id="e1")], bind=[bind(tmp_path, "e1", "s1")])
+            await eventually(lambda: BOUND in fake.states("e1"))
+            fake.send(run=[run_task("e1", "s1", "running", b"sleep:0.5"), run_task("e1", "s1", "queued", b"q")])
+            await asyncio.sleep(0.2)  # let the first task start
+            fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
+            await eventually(lambda: fake.states("e1")[-1] == IDLE)
+            outcomes = fake.outcomes()
+            assert outcomes["queued"].not_started and outcomes["queued"].retryable
+            assert (outcomes["running"].state, outcomes["running"].output) == (types_pb2.Succeed, b"cd|sleep:0.5")
 
     run(scenario())
 

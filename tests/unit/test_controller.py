@@ -341,3 +341,38 @@ def test_limits_name_the_limit() -> None:
         assert task.state == TaskState.FAILED and "max_task_size" in (task.events[-1].message or "")
 
     run(main)
+
+
+def test_close_unbinds_at_once_and_cancels_tasks_returned_unstarted() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"1", b"2", b"3"])
+        executor_id = await h.bound_executor("s")
+        assert [r.task.task_id for r in (await h.take()).run] == ["1", "2"]
+        await h.c.close_session("s")
+        assert [u.executor_id for u in (await h.take()).unbind] == [executor_id]
+        assert h.c.get_task("s", "3").state == TaskState.CANCELLED  # was pending
+        await h.outcome(executor_id, "s", "2", state=types_pb2.Failed, retryable=True, not_started=True)
+        task = h.c.get_task("s", "2")
+        assert task.state == TaskState.CANCELLED and task.attempts == 0
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"done")  # the running one finishes
+        assert h.c.get_task("s", "1").output == b"done"
+
+    run(main)
+
+
+def test_task_returned_unstarted_is_queued_again_without_spending_an_attempt() -> None:
+    async def main() -> None:
+        h = Harness(max_task_attempts=1)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"1", b"2"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        await h.outcome(executor_id, "s", "2", state=types_pb2.Failed, retryable=True, not_started=True)
+        task = h.c.get_task("s", "2")
+        assert task.state == TaskState.RUNNING and task.attempts == 1  # handed out again at once
+
+    run(main)

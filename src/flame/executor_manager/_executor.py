@@ -75,6 +75,9 @@ class Executor:
     # ---- called by the agent ----
 
     def post(self, command: Command) -> None:
+        if isinstance(command, (Unbind, Release)):
+            # Tasks queued behind the running one go back unstarted rather than delay the unbind.
+            self._fail_queued("its executor was unbound before it started", until_bind=True, not_started=True)
         if isinstance(command, Release):
             self.release_requested = True
         elif isinstance(command, backend_pb2.RunTask):
@@ -244,7 +247,7 @@ class Executor:
         self._report(ExecutorState.RELEASED, message=reason)
         logger.info("executor %s released: %s", self.id, reason)
 
-    def _fail_queued(self, reason: str, *, until_bind: bool) -> None:
+    def _fail_queued(self, reason: str, *, until_bind: bool, not_started: bool = False) -> None:
         """Fail the queued tasks (retryable); with ``until_bind``, only those queued before the next bind."""
         kept: deque[Command] = deque()
         for index, command in enumerate(self._mailbox):
@@ -252,7 +255,7 @@ class Executor:
                 kept.extend(list(self._mailbox)[index:])
                 break
             if isinstance(command, backend_pb2.RunTask):
-                self._outcome(command.task, retryable=True, message=reason)
+                self._outcome(command.task, retryable=True, message=reason, not_started=not_started)
             else:
                 kept.append(command)
         self._mailbox = kept
@@ -302,6 +305,7 @@ class Executor:
         output: bytes | None = None,
         message: str | None = None,
         retryable: bool = False,
+        not_started: bool = False,
         urgent: bool = True,
     ) -> None:
         failed = message is not None
@@ -314,6 +318,7 @@ class Executor:
                 output=output,
                 message=message,
                 retryable=retryable,
+                not_started=not_started,
             ),
             urgent=urgent,
         )

@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from flame.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
@@ -128,6 +128,8 @@ class Controller:
         self.executors: dict[str, ExecutorRecord] = {}
         self.nodes: dict[str, NodeRecord] = {}
         self._kick = asyncio.Event()
+        # Called with a session's record when it closes (the fleet unbinds its executors).
+        self.on_session_closed: list[Callable[[SessionRecord], None]] = []
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -289,6 +291,8 @@ class Controller:
         cancelled = self._drop_pending(rec, TaskState.CANCELLED, "session closed")
         await self.storage.write(PutSession(session), *(PutTask(t) for t in cancelled))
         self._publish(rec, cancelled)
+        for hook in self.on_session_closed:
+            hook(rec)
         logger.info("session %s closed (%d pending tasks cancelled)", session_id, len(cancelled))
         self.kick()
         return session

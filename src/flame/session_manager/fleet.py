@@ -47,6 +47,7 @@ X = ExecutorState
 class Fleet:
     def __init__(self, controller: Controller) -> None:
         self.c = controller
+        controller.on_session_closed.append(self.session_closed)
 
     # ---- nodes ----------------------------------------------------------------------------
 
@@ -149,6 +150,23 @@ class Fleet:
             self.c._publish(rec, changed)
             self.c.dispatch(rec)
 
+    def _give_back(self, rec: SessionRecord, task: Task) -> None:
+        """A task its executor returned unstarted: first in line again, no attempt spent."""
+        task.attempts -= 1
+        if rec.session.state == SessionState.OPEN:
+            self.c._move(rec, task, TaskState.PENDING, "returned unstarted by its executor; queued again")
+            rec.pending.appendleft(task.id)
+        else:
+            self.c._finish(rec, task, TaskState.CANCELLED, "session closed before the task started")
+
+    def session_closed(self, rec: SessionRecord) -> None:
+        """Unbind the closed session's executors now: each finishes the task it is running
+        and hands back the ones it had queued, which are cancelled."""
+        for executor_id in list(rec.executors):
+            ex = self.c.executors[executor_id]
+            if ex.executor.state == X.BOUND:
+                self._unbind(ex)
+
     def _retry_or_fail(self, rec: SessionRecord, task: Task, reason: str) -> None:
         if task.attempts < self.c.settings.max_task_attempts and rec.session.state == SessionState.OPEN:
             self.c._move(rec, task, TaskState.PENDING, f"retrying (attempt {task.attempts + 1}): {reason}")
@@ -247,6 +265,8 @@ class Fleet:
             elif TaskState(outcome.state) == TaskState.SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
                 self.c._finish(rec, task, TaskState.SUCCEED, None, output)
+            elif outcome.not_started:
+                self._give_back(rec, task)
             elif outcome.retryable:
                 self._retry_or_fail(rec, task, message or "the executor could not run the task")
             else:

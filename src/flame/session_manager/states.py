@@ -27,6 +27,7 @@ TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
         (TaskState.RUNNING, TaskState.SUCCEED),
         (TaskState.RUNNING, TaskState.FAILED),
         (TaskState.RUNNING, TaskState.PENDING),  # its executor was lost: run it again
+        (TaskState.RUNNING, TaskState.CANCELLED),  # handed back unstarted after its session closed
     }
 )
 

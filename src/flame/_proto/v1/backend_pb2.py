@@ -27,7 +27,7 @@ from flame._proto.v1 import types_pb2 as flame_dot_v1_dot_types__pb2
 from flame._proto.v1 import shim_pb2 as flame_dot_v1_dot_shim__pb2
 
 
-DESCRIPTOR = _flame_proto.POOL.AddSerializedFile(b'\n\x16\x66lame/v1/backend.proto\x12\x10\x66lame.backend.v1\x1a\x14\x66lame/v1/types.proto\x1a\x13\x66lame/v1/shim.proto\"\xe5\x01\n\x0cRegisterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x1d.flame.v1.ResourceRequirement\x12 \n\x04info\x18\x03 \x01(\x0b\x32\x12.flame.v1.NodeInfo\x12(\n\taddresses\x18\x04 \x03(\x0b\x32\x15.flame.v1.NodeAddress\x12\x33\n\texecutors\x18\x05 \x03(\x0b\x32 .flame.backend.v1.ExecutorReport\x12\x15\n\rmax_executors\x18\x06 \x01(\r\"\xbb\x01\n\x0e\x45xecutorReport\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.flame.v1.ExecutorState\x12\x17\n\nsession_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08log_file\x18\x05 \x01(\tH\x02\x88\x01\x01\x42\r\n\x0b_session_idB\n\n\x08_messageB\x0b\n\t_log_file\"\xc0\x01\n\x0bTaskOutcome\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.flame.v1.TaskState\x12\x13\n\x06output\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x42\t\n\x07_outputB\n\n\x08_message\"\xcb\x01\n\x0c\x41gentMessage\x12\x11\n\theartbeat\x18\x01 \x01(\x08\x12\x35\n\x08register\x18\x02 \x01(\x0b\x32\x1e.flame.backend.v1.RegisterNodeH\x00\x88\x01\x01\x12\x33\n\texecutors\x18\x03 \x03(\x0b\x32 .flame.backend.v1.ExecutorReport\x12/\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1d.flame.backend.v1.TaskOutcomeB\x0b\n\t_register\">\n\nRegistered\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\"T\n\x0e\x43reateExecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12-\n\x06resreq\x18\x02 \x01(\x0b\x32\x1d.flame.v1.ResourceRequirement\"\xdd\x01\n\x0c\x42indExecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x61pplication_name\x18\x03 \x01(\t\x12.\n\x0b\x61pplication\x18\x04 \x01(\x0b\x32\x19.flame.v1.ApplicationSpec\x12\x18\n\x0b\x63ommon_data\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x1c\n\x0ftask_timeout_ms\x18\x06 \x01(\rH\x01\x88\x01\x01\x42\x0e\n\x0c_common_dataB\x12\n\x10_task_timeout_ms\"C\n\x07RunTask\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12#\n\x04task\x18\x02 \x01(\x0b\x32\x15.flame.v1.TaskContext\"&\n\x0f\x45xecutorCommand\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"\xc5\x02\n\x0eManagerMessage\x12\x35\n\nregistered\x18\x01 \x01(\x0b\x32\x1c.flame.backend.v1.RegisteredH\x00\x88\x01\x01\x12\x30\n\x06\x63reate\x18\x02 \x03(\x0b\x32 .flame.backend.v1.CreateExecutor\x12,\n\x04\x62ind\x18\x03 \x03(\x0b\x32\x1e.flame.backend.v1.BindExecutor\x12&\n\x03run\x18\x04 \x03(\x0b\x32\x19.flame.backend.v1.RunTask\x12\x31\n\x06unbind\x18\x05 \x03(\x0b\x32!.flame.backend.v1.ExecutorCommand\x12\x32\n\x07release\x18\x06 \x03(\x0b\x32!.flame.backend.v1.ExecutorCommandB\r\n\x0b_registered2Z\n\x07\x42\x61\x63kend\x12O\n\x07\x43onnect\x12\x1e.flame.backend.v1.AgentMessage\x1a .flame.backend.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _flame_proto.POOL.AddSerializedFile(b'\n\x16\x66lame/v1/backend.proto\x12\x10\x66lame.backend.v1\x1a\x14\x66lame/v1/types.proto\x1a\x13\x66lame/v1/shim.proto\"\xe5\x01\n\x0cRegisterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x1d.flame.v1.ResourceRequirement\x12 \n\x04info\x18\x03 \x01(\x0b\x32\x12.flame.v1.NodeInfo\x12(\n\taddresses\x18\x04 \x03(\x0b\x32\x15.flame.v1.NodeAddress\x12\x33\n\texecutors\x18\x05 \x03(\x0b\x32 .flame.backend.v1.ExecutorReport\x12\x15\n\rmax_executors\x18\x06 \x01(\r\"\xbb\x01\n\x0e\x45xecutorReport\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.flame.v1.ExecutorState\x12\x17\n\nsession_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08log_file\x18\x05 \x01(\tH\x02\x88\x01\x01\x42\r\n\x0b_session_idB\n\n\x08_messageB\x0b\n\t_log_file\"\xd5\x01\n\x0bTaskOutcome\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.flame.v1.TaskState\x12\x13\n\x06output\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x12\x13\n\x0bnot_started\x18\x08 \x01(\x08\x42\t\n\x07_outputB\n\n\x08_message\"\xcb\x01\n\x0c\x41gentMessage\x12\x11\n\theartbeat\x18\x01 \x01(\x08\x12\x35\n\x08register\x18\x02 \x01(\x0b\x32\x1e.flame.backend.v1.RegisterNodeH\x00\x88\x01\x01\x12\x33\n\texecutors\x18\x03 \x03(\x0b\x32 .flame.backend.v1.ExecutorReport\x12/\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1d.flame.backend.v1.TaskOutcomeB\x0b\n\t_register\">\n\nRegistered\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\"T\n\x0e\x43reateExecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12-\n\x06resreq\x18\x02 \x01(\x0b\x32\x1d.flame.v1.ResourceRequirement\"\xdd\x01\n\x0c\x42indExecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x61pplication_name\x18\x03 \x01(\t\x12.\n\x0b\x61pplication\x18\x04 \x01(\x0b\x32\x19.flame.v1.ApplicationSpec\x12\x18\n\x0b\x63ommon_data\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x1c\n\x0ftask_timeout_ms\x18\x06 \x01(\rH\x01\x88\x01\x01\x42\x0e\n\x0c_common_dataB\x12\n\x10_task_timeout_ms\"C\n\x07RunTask\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12#\n\x04task\x18\x02 \x01(\x0b\x32\x15.flame.v1.TaskContext\"&\n\x0f\x45xecutorCommand\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"\xc5\x02\n\x0eManagerMessage\x12\x35\n\nregistered\x18\x01 \x01(\x0b\x32\x1c.flame.backend.v1.RegisteredH\x00\x88\x01\x01\x12\x30\n\x06\x63reate\x18\x02 \x03(\x0b\x32 .flame.backend.v1.CreateExecutor\x12,\n\x04\x62ind\x18\x03 \x03(\x0b\x32\x1e.flame.backend.v1.BindExecutor\x12&\n\x03run\x18\x04 \x03(\x0b\x32\x19.flame.backend.v1.RunTask\x12\x31\n\x06unbind\x18\x05 \x03(\x0b\x32!.flame.backend.v1.ExecutorCommand\x12\x32\n\x07release\x18\x06 \x03(\x0b\x32!.flame.backend.v1.ExecutorCommandB\r\n\x0b_registered2Z\n\x07\x42\x61\x63kend\x12O\n\x07\x43onnect\x12\x1e.flame.backend.v1.AgentMessage\x1a .flame.backend.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTORREPORT']._serialized_start=320
   _globals['_EXECUTORREPORT']._serialized_end=507
   _globals['_TASKOUTCOME']._serialized_start=510
-  _globals['_TASKOUTCOME']._serialized_end=702
-  _globals['_AGENTMESSAGE']._serialized_start=705
-  _globals['_AGENTMESSAGE']._serialized_end=908
-  _globals['_REGISTERED']._serialized_start=910
-  _globals['_REGISTERED']._serialized_end=972
-  _globals['_CREATEEXECUTOR']._serialized_start=974
-  _globals['_CREATEEXECUTOR']._serialized_end=1058
-  _globals['_BINDEXECUTOR']._serialized_start=1061
-  _globals['_BINDEXECUTOR']._serialized_end=1282
-  _globals['_RUNTASK']._serialized_start=1284
-  _globals['_RUNTASK']._serialized_end=1351
-  _globals['_EXECUTORCOMMAND']._serialized_start=1353
-  _globals['_EXECUTORCOMMAND']._serialized_end=1391
-  _globals['_MANAGERMESSAGE']._serialized_start=1394
-  _globals['_MANAGERMESSAGE']._serialized_end=1719
-  _globals['_BACKEND']._serialized_start=1721
-  _globals['_BACKEND']._serialized_end=1811
+  _globals['_TASKOUTCOME']._serialized_end=723
+  _globals['_AGENTMESSAGE']._serialized_start=726
+  _globals['_AGENTMESSAGE']._serialized_end=929
+  _globals['_REGISTERED']._serialized_start=931
+  _globals['_REGISTERED']._serialized_end=993
+  _globals['_CREATEEXECUTOR']._serialized_start=995
+  _globals['_CREATEEXECUTOR']._serialized_end=1079
+  _globals['_BINDEXECUTOR']._serialized_start=1082
+  _globals['_BINDEXECUTOR']._serialized_end=1303
+  _globals['_RUNTASK']._serialized_start=1305
+  _globals['_RUNTASK']._serialized_end=1372
+  _globals['_EXECUTORCOMMAND']._serialized_start=1374
+  _globals['_EXECUTORCOMMAND']._serialized_end=1412
+  _globals['_MANAGERMESSAGE']._serialized_start=1415
+  _globals['_MANAGERMESSAGE']._serialized_end=1740
+  _globals['_BACKEND']._serialized_start=1742
+  _globals['_BACKEND']._serialized_end=1832
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class ExecutorReport(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.ExecutorState, str]] = ..., session_id: _Optional[str] = ..., message: _Optional[str] = ..., log_file: _Optional[str] = ...) -> None: ...
 
 class TaskOutcome(_message.Message):
-    __slots__ = ("executor_id", "session_id", "task_id", "state", "output", "message", "retryable")
+    __slots__ = ("executor_id", "session_id", "task_id", "state", "output", "message", "retryable", "not_started")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class TaskOutcome(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_STARTED_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     session_id: str
     task_id: str
@@ -54,7 +55,8 @@ class TaskOutcome(_message.Message):
     output: bytes
     message: str
     retryable: bool
-    def __init__(self, executor_id: _Optional[str] = ..., session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., output: _Optional[bytes] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    not_started: bool
+    def __init__(self, executor_id: _Optional[str] = ..., session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., output: _Optional[bytes] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., not_started: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("heartbeat", "register", "executors", "outcomes")
