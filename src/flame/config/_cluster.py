@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,11 @@ _LIMITS_KEYS = ("max_sessions", "max_executors", "max_pending_tasks", "max_task_
 DEFAULT_MAX_TASK_SIZE = 16 * 1024**2
 DEFAULT_MAX_COMMON_DATA_SIZE = 16 * 1024**2
 _TLS_KEYS = ("cert_file", "key_file", "ca_file")
-_STORAGE_ACCEPTED = "sqlite:///absolute/file.db, sqlite://file/relative/to/data_dir.db, memory or none"
+_STORAGE_ACCEPTED = (
+    "sqlite:///absolute/file.db, sqlite://file/relative/to/data_dir.db, "
+    "postgres://user:password@host:port/database (or postgresql://...), memory or none"
+)
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class TlsConfig:
 class ClusterConfig:
     """The session manager's settings.
 
-    ``storage`` is normalised: ``sqlite:///<absolute path>``, ``memory`` or ``none``.
+    ``storage`` is normalised: ``sqlite:///<absolute path>``, ``memory`` or ``none``; a postgres url is
+    kept as written (password included: show it only through the storage engine's redacted url).
     ``max_sessions``, ``max_executors`` and ``max_pending_tasks`` (per session) are None when
     unlimited; ``max_task_size`` (a task's input or output) and ``max_common_data_size`` are bytes.
     """
@@ -190,18 +196,30 @@ def _storage(cluster: Section, env: Mapping[str, str], data_dir: Path) -> str:
 
 
 def parse_storage(value: object, data_dir: Path, source: str, key: str) -> str:
-    """Normalise a storage URL; a relative sqlite path is taken relative to ``data_dir``."""
+    """Normalise a storage URL; a relative sqlite path is taken relative to ``data_dir``.
+
+    A postgres url is returned as written: libpq reads it (and the PG* environment variables fill in
+    what it leaves out), and the storage engine checks it with libpq's own parser when it is opened.
+    """
     if not isinstance(value, str):
         raise invalid(source, key, value, _STORAGE_ACCEPTED)
     text = value.strip()
     if text in ("memory", "none"):
         return text
     scheme, sep, rest = text.partition("://")
+    if scheme.lower() in _POSTGRES_SCHEMES and sep:
+        return text
+    shown = _hide_password(value)
     if scheme in ("fs", "file") and sep:
-        raise invalid(source, key, value, f"sqlite://<path> ({scheme}:// is Flame's file storage, not supported here)")
+        raise invalid(source, key, shown, f"sqlite://<path> ({scheme}:// is Flame's file storage, not supported here)")
     if scheme != "sqlite" or not sep or not rest or rest.endswith("/") or "?" in rest or "#" in rest:
-        raise invalid(source, key, value, _STORAGE_ACCEPTED)
+        raise invalid(source, key, shown, _STORAGE_ACCEPTED)
     return f"sqlite://{resolve_dir(rest, data_dir)}"
+
+
+def _hide_password(url: str) -> str:
+    """``scheme://user:secret@host...`` -> ``scheme://user:***@host...``: a refused url is echoed in errors."""
+    return re.sub(r"^([^:/?#]+://[^:/?#@]*:)[^/?#]*@", r"\1***@", url)
 
 
 def _endpoint_and_tls(cluster: Section, env: Mapping[str, str]) -> tuple[Endpoint, TlsConfig | None]:

@@ -1,4 +1,6 @@
-"""Rows of the SQLite schema <-> domain objects.
+"""Rows of the SQL engines' tables <-> domain objects.
+
+SQLite and PostgreSQL share these columns, in this order, so both engines encode and decode here.
 
 Specs and events are JSON text with explicit keys (not ``dataclasses.asdict``) so that renaming a
 dataclass field cannot silently change the on-disk format; payloads (task input/output, session

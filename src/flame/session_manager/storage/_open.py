@@ -7,12 +7,14 @@ from pathlib import Path
 from flame.errors import InvalidArgument
 from flame.session_manager.storage._base import Storage
 from flame.session_manager.storage._memory import MemoryStorage
+from flame.session_manager.storage._postgres import PostgresStorage, is_postgres_url, redact
 from flame.session_manager.storage._sqlite import SqliteStorage
 
 _SQLITE = "sqlite://"
 ACCEPTED_FORMS = (
     "sqlite:///absolute/path/flame.db, "
     "sqlite://relative/path.db (relative to the data directory, or the working directory), "
+    "postgres://user:password@host:port/database (or postgresql://), "
     "memory, or none (no persistence)"
 )
 
@@ -24,7 +26,9 @@ def open_storage(url: str, data_dir: Path | None = None) -> Storage:
         return MemoryStorage(url)
     if text[: len(_SQLITE)].lower() == _SQLITE:
         return SqliteStorage(url, _sqlite_path(url, text[len(_SQLITE) :], data_dir))
-    raise InvalidArgument(f"unsupported storage url {url!r}: accepted forms are {ACCEPTED_FORMS}")
+    if is_postgres_url(text):
+        return PostgresStorage(text)
+    raise InvalidArgument(f"unsupported storage url {redact(url)!r}: accepted forms are {ACCEPTED_FORMS}")
 
 
 def _sqlite_path(url: str, rest: str, data_dir: Path | None) -> Path:
