@@ -42,7 +42,7 @@ def run_up(args: argparse.Namespace) -> None:
         await cluster.start()
         try:
             print(
-                f"Flame is up: endpoint {cluster.endpoint}, storage {config.storage}\n"
+                f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}\n"
                 f"  export FLAME_ENDPOINT={cluster.endpoint}\n"
                 f"  executor logs: {cluster.work_dir / 'logs'}\n"
                 "Press Ctrl-C to stop.",

@@ -85,7 +85,7 @@ class SessionManager:
             run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms), name="scheduler"
         )
         logger.info(
-            "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.config.storage
+            "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url
         )
 
     async def serve(self) -> None:
