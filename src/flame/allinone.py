@@ -24,7 +24,7 @@ from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
 from flame.config import ClusterConfig
 from flame.errors import AlreadyExists, Unavailable
 from flame.session_manager.server import SessionManager
-from flame.types import NodeState
+from flame.types import NodeState, ResourceRequirement
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,13 @@ class AllInOne:
             str(self.work_dir),
         ]
         if self.executors is not None:
-            args += ["--max-executors", str(self.executors)]
+            # Room for that many executors of the cluster's slot, whatever the machine has:
+            # asking for N executors on a smaller machine oversubscribes it, as asked.
+            slot = self.config.slot
+            capacity = ResourceRequirement(
+                cpu=slot.cpu * self.executors, memory=slot.memory * self.executors, gpu=slot.gpu * self.executors
+            )
+            args += ["--max-executors", str(self.executors), "--capacity", str(capacity)]
         env = dict(os.environ)
         env.pop("FLAME_SESSION_MANAGER", None)
         env.pop("FLAME_CA_FILE", None)

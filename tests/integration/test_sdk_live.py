@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import wait
 from pathlib import Path
@@ -47,3 +48,14 @@ def test_executors_show_their_log_files(local: LocalCluster) -> None:
         assert executors and executors[0].application == "flmping"
         log = Path(executors[0].log_file or "")
         assert log.is_file() and f"session {session.id}" in log.read_text()
+
+
+def test_local_cluster_offers_as_many_executors_as_asked_for() -> None:
+    with LocalCluster(executors=4) as cluster, flame.connect(cluster.endpoint) as conn:
+        (node,) = conn.list_nodes()
+        assert node.capacity.cpu == 4  # even on a machine with fewer cores
+        with conn.create_session("flmping", min_instances=4) as session:
+            deadline = time.monotonic() + 60
+            while len([e for e in conn.list_executors() if e.session_id == session.id]) < 4:
+                assert time.monotonic() < deadline, conn.list_executors()
+                time.sleep(0.1)

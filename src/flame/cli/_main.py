@@ -22,6 +22,7 @@ from flame.cli._flmctl import add_commands
 from flame.cli._flmping import add_ping_arguments, describe
 from flame.cli._shared import run_handler
 from flame.errors import FlameError
+from flame.types import ResourceRequirement
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -34,6 +35,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+def _resources(text: str) -> ResourceRequirement:
+    try:
+        return ResourceRequirement.parse(text)
+    except FlameError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--node-name", help="name of this node (default: the host name)")
     em.add_argument("--max-executors", type=_positive_int, help="executor slots on this node")
     em.add_argument("--work-dir", help="where executor directories, sockets and logs go")
+    em.add_argument(
+        "--capacity",
+        type=_resources,
+        help="what this node offers executors, e.g. cpu=8,mem=16g (default: what the machine has)",
+    )
 
     add_commands(sub, "flame")
     description, epilog = describe("flame ping")

@@ -17,6 +17,7 @@ from flame.config import (
 
 if TYPE_CHECKING:
     from flame.executor_manager import AgentSettings
+    from flame.types import ResourceRequirement
 
 _CLUSTER_FLAGS = {"endpoint": "FLAME_ENDPOINT", "data_dir": "FLAME_DATA_DIR", "storage": "FLAME_STORAGE"}
 _AGENT_FLAGS = {"session_manager": "FLAME_SESSION_MANAGER", "work_dir": "FLAME_WORK_DIR"}
@@ -67,13 +68,18 @@ def run_sm(args: argparse.Namespace) -> None:
     asyncio.run(serve_until_signalled(SessionManager(config)))
 
 
-def agent_settings(config: ExecutorManagerConfig, node_name: str | None, max_executors: int | None) -> AgentSettings:
+def agent_settings(
+    config: ExecutorManagerConfig,
+    node_name: str | None,
+    max_executors: int | None,
+    capacity: ResourceRequirement | None = None,
+) -> AgentSettings:
     from flame.executor_manager import AgentSettings
 
     return AgentSettings(
         session_manager=config.session_manager.address,
         node_name=node_name or config.node_name,
-        capacity=config.capacity,
+        capacity=capacity or config.capacity,
         work_dir=config.work_dir,
         socket_dir=config.socket_dir,
         max_executors=max_executors or config.max_executors,
@@ -91,5 +97,5 @@ def run_em(args: argparse.Namespace) -> None:
 
     die_with_parent()
     config = load_executor_manager_config(args.config, _env(args, _AGENT_FLAGS))
-    settings = agent_settings(config, args.node_name, args.max_executors)
+    settings = agent_settings(config, args.node_name, args.max_executors, args.capacity)
     run_executor_manager(settings)
