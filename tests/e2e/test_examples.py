@@ -150,11 +150,6 @@ def test_elastic_runs_both_sessions_to_completion(elastic_rows: tuple[str, list[
     assert all(r.low_executors + (r.high_executors or 0) <= 4 for r in rows), out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler v1 never takes executors from a session that still has a backlog, so a "
-    "higher-priority session waits until the lower one's backlog is gone (and then for its delay_release)",
-)
 @pytest.mark.timeout(60)
 def test_elastic_high_priority_takes_executors_while_low_has_a_backlog(elastic_rows: tuple[str, list[Row]]) -> None:
     out, rows = elastic_rows

@@ -337,20 +337,43 @@ class Fleet:
         )
 
     def apply(self, decision: Decision) -> None:
+        """Carry out a plan made from this cycle's snapshot; an action the state no longer allows is skipped."""
+        c = self.c
+        allowed = {
+            BindExecutor: (X.IDLE, X.VOID),
+            UnbindExecutor: (X.BOUND,),
+            ReleaseExecutor: (X.VOID, X.IDLE, X.BINDING, X.BOUND, X.UNBINDING),
+        }
         for action in decision.actions:
+            if isinstance(action, (CreateExecutor, BindExecutor)):
+                rec = c.sessions.get(action.session_id)
+                if rec is None or rec.session.spec.application not in c.applications:
+                    logger.warning("skipping %s: the session or its application is gone", action)
+                    continue
             if isinstance(action, CreateExecutor):
+                node = c.nodes.get(action.node)
+                if node is None or node.link is None:
+                    logger.warning("skipping %s: the node is not connected", action)
+                    continue
                 self._create(action)
+                continue
+            ex = c.executors.get(action.executor_id)
+            if ex is None or ex.executor.state not in allowed[type(action)]:
+                state = ex.executor.state.name if ex is not None else "gone"
+                logger.warning("skipping %s: the executor is %s", action, state)
             elif isinstance(action, BindExecutor):
-                self._bind(self.c.executors[action.executor_id], action.session_id)
+                self._bind(ex, action.session_id)
             elif isinstance(action, UnbindExecutor):
-                self._unbind(self.c.executors[action.executor_id])
-            elif isinstance(action, ReleaseExecutor):
-                self._release(self.c.executors[action.executor_id])
+                logger.info("unbinding executor %s from session %s: %s", ex.id, ex.executor.session_id, action.reason)
+                self._unbind(ex)
+            else:
+                logger.debug("releasing executor %s: %s", ex.id, action.reason)
+                self._release(ex)
         for session_id, reason in decision.unplaceable.items():
-            rec = self.c.sessions.get(session_id)
-            if rec is not None and not rec.unplaceable_reported:
-                rec.unplaceable_reported = True
-                self.c.session_event(rec, EVENT_SESSION_BIND_FAILED, reason)
+            unplaceable = c.sessions.get(session_id)
+            if unplaceable is not None and not unplaceable.unplaceable_reported:
+                unplaceable.unplaceable_reported = True
+                c.session_event(unplaceable, EVENT_SESSION_BIND_FAILED, reason)
 
     def _link(self, ex: ExecutorRecord) -> NodeLink | None:
         node = self.c.nodes.get(ex.executor.node)
@@ -387,6 +410,9 @@ class Fleet:
 
     def _release(self, ex: ExecutorRecord) -> None:
         self._set_state(ex, X.RELEASING)
+        rec = self.c.sessions.get(ex.executor.session_id or "")
+        if rec is not None:  # no more tasks for it; what it holds is requeued when it is gone
+            rec.executors.discard(ex.id)
         link = self._link(ex)
         if link is not None:
             link.release(ex.id)

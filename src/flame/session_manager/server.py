@@ -16,6 +16,7 @@ from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
 from flame.session_manager.frontend import FrontendExtService, FrontendService
+from flame.session_manager.scheduler import Scheduler
 from flame.session_manager.scheduler.loop import run_scheduler
 from flame.session_manager.storage import Storage, open_storage
 
@@ -54,6 +55,7 @@ class SessionManager:
         self.storage: Storage = open_storage(config.storage, config.data_dir)
         self.controller = Controller(self.storage, settings or controller_settings(config))
         self.fleet = Fleet(self.controller)
+        self.scheduler = Scheduler(config.policies)  # an unknown policy name is refused here
         self._server: grpc.aio.Server | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -82,7 +84,8 @@ class SessionManager:
         await server.start()
         self._server = server
         self._scheduler = asyncio.create_task(
-            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms), name="scheduler"
+            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler),
+            name="scheduler",
         )
         logger.info(
             "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url

@@ -1,6 +1,7 @@
-"""Executor scheduling: a pure planner over snapshots, and the loop that applies it."""
+"""Executor scheduling: a pure planner over snapshots, its policies, and the loop that applies it."""
 
-from flame.session_manager.scheduler.plan import plan
+from flame.session_manager.scheduler.plan import Scheduler, SchedulerSettings, plan
+from flame.session_manager.scheduler.policies import DEFAULT_POLICIES, POLICIES, Policy
 from flame.session_manager.scheduler.snapshot import (
     Action,
     BindExecutor,
@@ -15,13 +16,18 @@ from flame.session_manager.scheduler.snapshot import (
 )
 
 __all__ = [
+    "DEFAULT_POLICIES",
+    "POLICIES",
     "Action",
     "BindExecutor",
     "CreateExecutor",
     "Decision",
     "ExecutorView",
     "NodeView",
+    "Policy",
     "ReleaseExecutor",
+    "Scheduler",
+    "SchedulerSettings",
     "SessionView",
     "Snapshot",
     "UnbindExecutor",

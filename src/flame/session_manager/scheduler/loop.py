@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from flame.session_manager.scheduler.plan import plan
+from flame.session_manager.scheduler.plan import Scheduler
 from flame.types import now_ms
 
 if TYPE_CHECKING:
@@ -15,12 +16,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def run_scheduler(controller: Controller, fleet: Fleet, interval_ms: int) -> None:
-    """Run forever (until cancelled). A failing cycle is logged and the next one runs."""
+async def run_scheduler(
+    controller: Controller, fleet: Fleet, interval_ms: int, scheduler: Scheduler | None = None
+) -> None:
+    """Run forever (until cancelled). A failing cycle is logged and the next one runs.
+
+    ``scheduler`` carries the configured policies (``Scheduler(config.policies)``); the
+    default is priority then fair share.
+    """
+    scheduler = scheduler or Scheduler()
     while True:
         await controller.wait_for_kick(interval_ms / 1000)
         try:
+            started = time.perf_counter()
             fleet.check_nodes(now_ms())
-            fleet.apply(plan(fleet.snapshot()))
+            decision = scheduler.plan(fleet.snapshot())
+            fleet.apply(decision)
+            spent_ms = (time.perf_counter() - started) * 1000
+            if spent_ms > interval_ms:
+                logger.warning("scheduling cycle took %.0f ms (interval %d ms)", spent_ms, interval_ms)
         except Exception:
             logger.exception("scheduling cycle failed; retrying at the next interval")

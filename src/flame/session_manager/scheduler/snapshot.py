@@ -1,18 +1,20 @@
 """What the scheduler sees (a snapshot) and what it decides (actions).
 
-Plain frozen data: building a snapshot copies what the decision needs, so a
+Plain immutable data: building a snapshot copies what the decision needs, so a
 decision can be computed, tested or simulated with no I/O and no shared state.
+The views are named tuples because a snapshot holds one per executor and is built
+every cycle: a named tuple is made about five times faster than a frozen dataclass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flame.types import ExecutorState, ResourceRequirement
 
 
-@dataclass(frozen=True)
-class SessionView:
+class SessionView(NamedTuple):
     id: str
     application: str
     priority: int
@@ -20,21 +22,27 @@ class SessionView:
     max_instances: int | None  # the smaller of the session's and the application's
     resreq: ResourceRequirement
     pending: int  # tasks waiting for an executor
-    running: int  # tasks on executors
+    running: int  # tasks handed to executors (several may be queued at one executor)
     open: bool = True
     schedulable: bool = True  # False once binding gave up (too many failures)
     delay_release_ms: int = 0
     creation_time: int = 0
+    weight: float = 1.0  # relative share within its priority tier (fair share policies)
 
-    @property
-    def demand(self) -> int:
-        """Executors this session could use right now."""
-        wanted = max(self.pending + self.running, self.min_instances if self.open else 0)
+    def demand(self, busy_executors: int) -> int:
+        """Executors this session could use now, given how many of its executors have work.
+
+        Tasks queued behind a running one at the same executor do not ask for another
+        executor, so the backlog counts ``pending`` plus the executors that are busy,
+        not ``running``. At least min_instances while open, at most max_instances.
+        """
+        wanted = self.pending + min(busy_executors, self.running)
+        if self.open:
+            wanted = max(wanted, self.min_instances)
         return wanted if self.max_instances is None else min(wanted, self.max_instances)
 
 
-@dataclass(frozen=True)
-class ExecutorView:
+class ExecutorView(NamedTuple):
     id: str
     node: str
     state: ExecutorState
@@ -45,8 +53,7 @@ class ExecutorView:
     idle_since: int = 0  # ms; when it last finished a task or changed state
 
 
-@dataclass(frozen=True)
-class NodeView:
+class NodeView(NamedTuple):
     name: str
     allocatable: ResourceRequirement
     max_executors: int = 0  # 0: limited by resources only
@@ -63,7 +70,7 @@ class Snapshot:
     idle_release_ms: int = 5_000  # an unbound executor is released after this long
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CreateExecutor:
     """Create an executor on ``node`` and bind it to ``session_id`` at once."""
 
@@ -72,20 +79,24 @@ class CreateExecutor:
     resreq: ResourceRequirement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BindExecutor:
     executor_id: str
     session_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnbindExecutor:
+    """Unbind after the tasks the executor holds; it gets no new ones from now on."""
+
     executor_id: str
+    reason: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReleaseExecutor:
     executor_id: str
+    reason: str = field(default="", compare=False)
 
 
 Action = CreateExecutor | BindExecutor | UnbindExecutor | ReleaseExecutor
@@ -96,3 +107,5 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     # Sessions whose executors do not fit on any node, with the reason (reported as events).
     unplaceable: dict[str, str] = field(default_factory=dict)
+    # Each scheduled session's fair share in executors (fractional), for metrics and simulators.
+    entitlements: dict[str, float] = field(default_factory=dict)
