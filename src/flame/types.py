@@ -181,6 +181,28 @@ class ApplicationSpec:
     installer: str | None = None
 
 
+def application_spec_dict(spec: ApplicationSpec) -> dict[str, object]:
+    """The spec as plain JSON-able values (shim as its number), one key per field."""
+    schema = spec.schema
+    return {
+        "shim": int(spec.shim),
+        "description": spec.description,
+        "labels": list(spec.labels),
+        "image": spec.image,
+        "command": spec.command,
+        "arguments": list(spec.arguments),
+        "environments": dict(spec.environments),
+        "working_directory": spec.working_directory,
+        "max_instances": spec.max_instances,
+        "delay_release": spec.delay_release,
+        "schema": None
+        if schema is None
+        else {"input": schema.input, "output": schema.output, "common_data": schema.common_data},
+        "url": spec.url,
+        "installer": spec.installer,
+    }
+
+
 @dataclass
 class Application:
     name: str
@@ -284,6 +306,7 @@ __all__ = [
     "Shim",
     "Task",
     "TaskState",
+    "application_spec_dict",
     "format_memory",
     "now_ms",
     "parse_memory",

@@ -22,6 +22,7 @@ from flame.types import (
     ResourceRequirement,
     Task,
     TaskState,
+    application_spec_dict,
 )
 from flame.types import Session as SessionInfo
 
@@ -58,26 +59,11 @@ def event_record(event: Event) -> Record:
 
 
 def application_record(app: Application) -> Record:
-    spec = app.spec
-    schema = spec.schema
     return {
         "name": app.name,
         "state": state_name(app.state),
-        "shim": state_name(spec.shim),
-        "description": spec.description,
-        "labels": list(spec.labels),
-        "image": spec.image,
-        "command": spec.command,
-        "arguments": list(spec.arguments),
-        "environments": dict(spec.environments),
-        "working_directory": spec.working_directory,
-        "max_instances": spec.max_instances,
-        "delay_release": spec.delay_release,
-        "schema": None
-        if schema is None
-        else {"input": schema.input, "output": schema.output, "common_data": schema.common_data},
-        "url": spec.url,
-        "installer": spec.installer,
+        **application_spec_dict(app.spec),
+        "shim": state_name(app.spec.shim),
         "creation_time": iso_time(app.creation_time),
     }
 

@@ -27,6 +27,7 @@ from flame.types import (
     Shim,
     Task,
     TaskState,
+    application_spec_dict,
 )
 
 Row = tuple[object, ...]
@@ -79,25 +80,7 @@ def decode_events(text: str) -> list[Event]:
 
 
 def application_row(app: Application) -> Row:
-    spec = app.spec
-    schema = spec.schema
-    spec_json = {
-        "shim": int(spec.shim),
-        "description": spec.description,
-        "labels": list(spec.labels),
-        "image": spec.image,
-        "command": spec.command,
-        "arguments": list(spec.arguments),
-        "environments": dict(spec.environments),
-        "working_directory": spec.working_directory,
-        "max_instances": spec.max_instances,
-        "delay_release": spec.delay_release,
-        "schema": None
-        if schema is None
-        else {"input": schema.input, "output": schema.output, "common_data": schema.common_data},
-        "url": spec.url,
-        "installer": spec.installer,
-    }
+    spec_json = application_spec_dict(app.spec)
     return (app.name, _dumps(spec_json), int(app.state), app.creation_time)
 
 
