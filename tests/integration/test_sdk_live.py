@@ -59,3 +59,20 @@ def test_local_cluster_offers_as_many_executors_as_asked_for() -> None:
             while len([e for e in conn.list_executors() if e.session_id == session.id]) < 4:
                 assert time.monotonic() < deadline, conn.list_executors()
                 time.sleep(0.1)
+
+
+def test_cancelling_a_pending_tasks_future_cancels_the_task(local: LocalCluster) -> None:
+    with flame.connect(local.endpoint) as conn:
+        session = conn.create_session("flmping", resreq="cpu=1000,mem=1g")  # nothing will run
+        futures = [session.run(b"") for _ in range(3)]
+        while conn.get_session(session.id).pending < 3:
+            time.sleep(0.02)
+        assert futures[1].cancel()
+        deadline = time.monotonic() + 30
+        while session.get_task("2").state != flame.TaskState.CANCELLED:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert "cancelled by the client" in (session.get_task("2").events[-1].message or "")
+        assert [session.get_task(t).state for t in ("1", "3")] == [flame.TaskState.PENDING] * 2
+        assert conn.get_session(session.id).cancelled == 1
+        session.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -79,6 +80,7 @@ class TaskPipeline:
         self._ext = ext_stub
         self._map_error = map_error
         self._queue: collections.deque[Entry] = collections.deque()
+        self._cancels: list[str] = []  # ids of submitted tasks whose futures were cancelled
         self._sending: list[asyncio.Future[bytes]] = []
         self._outstanding: dict[str, asyncio.Future[bytes]] = {}
         self._early: dict[str, Any] = {}  # results that beat their SubmitTasks response
@@ -132,6 +134,9 @@ class TaskPipeline:
 
     async def _send_loop(self) -> None:
         while True:
+            if self._cancels:
+                await self._send_cancels()
+                continue
             if not self._queue:
                 self._idle.set()
                 self._wakeup.clear()
@@ -180,12 +185,35 @@ class TaskPipeline:
                     resolve(future, early, self._session_id)
                 elif self._watch_error is not None:  # the stream ended while this call was in flight
                     _fail([future], self._watch_error)
+                elif future.cancelled():
+                    self._cancel(task_id)
                 else:
                     self._outstanding[task_id] = future
+                    future.add_done_callback(functools.partial(self._on_done, task_id))
         finally:
             self._sending = []
             self._in_flight = False
             self._early.clear()  # whatever is left belongs to someone else's submissions
+
+    def _on_done(self, task_id: str, future: asyncio.Future[bytes]) -> None:
+        if future.cancelled():
+            self._cancel(task_id)
+
+    def _cancel(self, task_id: str) -> None:
+        """The owner cancelled the future of a submitted task: ask the cluster not to run it."""
+        self._outstanding.pop(task_id, None)
+        self._cancels.append(task_id)
+        self._wakeup.set()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._guard(self._send_loop()), name=f"flame-submit-{self._session_id}")
+
+    async def _send_cancels(self) -> None:
+        ids, self._cancels = self._cancels, []
+        request = ext_pb2.CancelTasksRequest(session_id=self._session_id, task_ids=ids)
+        try:
+            await self._ext.CancelTasks(request)
+        except grpc.RpcError as exc:  # the task may run anyway; its future stays cancelled
+            logger.warning("session %s: cancelling %d task(s) failed: %s", self._session_id, len(ids), exc.code())
 
     # -- result stream ----------------------------------------------------------------------
 

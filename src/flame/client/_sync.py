@@ -186,6 +186,12 @@ class Session:
             future.set_exception(exc)
             return
         inner.add_done_callback(functools.partial(_copy_outcome, future))
+        # Cancelling the caller's future (possible while its task is pending) cancels the task.
+        future.add_done_callback(functools.partial(self._cancel_inner, inner))
+
+    def _cancel_inner(self, inner: asyncio.Future[bytes], future: concurrent.futures.Future[bytes]) -> None:
+        if future.cancelled():
+            self._runner.call_soon(inner.cancel)
 
     def invoke(self, input_data: bytes) -> bytes:
         """Run one task and return its output."""

@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -342,6 +343,22 @@ class Controller:
             await self.storage.write(*(PutTask(t) for t in tasks))
             self._publish(rec, tasks)
         return tasks
+
+    async def cancel_tasks(self, session_id: str, task_ids: Iterable[str]) -> list[Task]:
+        """Cancel those of ``task_ids`` that are still Pending; return them."""
+        rec = self.get_session_record(session_id)
+        cancelled = []
+        for task_id in dict.fromkeys(task_ids):
+            task = rec.tasks.get(task_id)
+            if task is not None and task.state == TaskState.PENDING:
+                self._finish(rec, task, TaskState.CANCELLED, "cancelled by the client")
+                cancelled.append(task)
+        if cancelled:
+            gone = {t.id for t in cancelled}
+            rec.pending = deque(t for t in rec.pending if t not in gone)
+            await self.storage.write(*(PutTask(t) for t in cancelled))
+            self._publish(rec, cancelled)
+        return cancelled
 
     def _check_task_limits(self, session: Session, inputs: list[bytes | None]) -> None:
         limit = self.settings.max_task_size

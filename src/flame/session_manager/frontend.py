@@ -197,6 +197,13 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         async for batch in batches:
             yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
 
+    async def CancelTasks(self, request: Any, context: Any) -> Any:
+        async def work() -> Any:
+            cancelled = await self.c.cancel_tasks(_require(request.session_id, "session_id"), request.task_ids)
+            return ext_pb2.CancelTasksResponse(cancelled=[t.id for t in cancelled])
+
+        return await _call(context, work)
+
     async def ListExecutorDetails(self, request: Any, context: Any) -> Any:
         executors = sorted(self.c.executors.values(), key=lambda e: e.id)
         return ext_pb2.ExecutorDetailList(

@@ -37,6 +37,20 @@ class TaskBatch(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
     def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ...) -> None: ...
 
+class CancelTasksRequest(_message.Message):
+    __slots__ = ("session_id", "task_ids")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CancelTasksResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cancelled: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ExecutorDetail(_message.Message):
     __slots__ = ("executor", "log_file", "application")
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]

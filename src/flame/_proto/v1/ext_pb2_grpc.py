@@ -49,6 +49,11 @@ class FrontendExtStub:
                 request_serializer=flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.SerializeToString,
                 response_deserializer=flame_dot_v1_dot_ext__pb2.ExecutorDetailList.FromString,
                 _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/flame.ext.v1.FrontendExt/CancelTasks',
+                request_serializer=flame_dot_v1_dot_ext__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=flame_dot_v1_dot_ext__pb2.CancelTasksResponse.FromString,
+                _registered_method=True)
 
 
 class FrontendExtServicer:
@@ -72,6 +77,12 @@ class FrontendExtServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FrontendExtServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_FrontendExtServicer_to_server(servicer, server):
                     servicer.ListExecutorDetails,
                     request_deserializer=flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.FromString,
                     response_serializer=flame_dot_v1_dot_ext__pb2.ExecutorDetailList.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=flame_dot_v1_dot_ext__pb2.CancelTasksRequest.FromString,
+                    response_serializer=flame_dot_v1_dot_ext__pb2.CancelTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class FrontendExt:
             '/flame.ext.v1.FrontendExt/ListExecutorDetails',
             flame_dot_v1_dot_ext__pb2.ListExecutorDetailsRequest.SerializeToString,
             flame_dot_v1_dot_ext__pb2.ExecutorDetailList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flame.ext.v1.FrontendExt/CancelTasks',
+            flame_dot_v1_dot_ext__pb2.CancelTasksRequest.SerializeToString,
+            flame_dot_v1_dot_ext__pb2.CancelTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
