@@ -376,3 +376,24 @@ def test_task_returned_unstarted_is_queued_again_without_spending_an_attempt() -
         assert task.state == TaskState.RUNNING and task.attempts == 1  # handed out again at once
 
     run(main)
+
+
+def test_silent_node_is_forgotten_and_its_running_tasks_requeued() -> None:
+    async def main() -> None:
+        h = Harness(node_lost_ms=1_000)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"x"])
+        executor_id = await h.bound_executor("s")
+        await h.take()
+        assert h.c.get_task("s", "1").state == TaskState.RUNNING
+        assert h.node is not None
+        h.fleet.check_nodes(h.node.node.last_heartbeat_time + 500)  # not silent for long enough
+        assert executor_id in h.c.executors
+        h.fleet.check_nodes(h.node.node.last_heartbeat_time + 1_000)
+        assert executor_id not in h.c.executors
+        task = h.c.get_task("s", "1")
+        assert task.state == TaskState.PENDING and "lost" in (task.events[-1].message or "")
+        assert h.node.node.state.name == "UNKNOWN"
+
+    run(main)
