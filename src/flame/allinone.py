@@ -112,10 +112,13 @@ class AllInOne:
             args += ["--max-executors", str(self.executors), "--capacity", str(capacity)]
         env = dict(os.environ)
         env.pop("FLAME_SESSION_MANAGER", None)
-        env.pop("FLAME_CA_FILE", None)
+        for name in ("FLAME_CA_FILE", "FLAME_CERT_FILE", "FLAME_KEY_FILE"):
+            env.pop(name, None)
         tls = self.config.tls
         if tls is not None:  # trust the CA, or for a self-signed certificate the certificate itself
             env["FLAME_CA_FILE"] = tls.ca_file or tls.cert_file
+            if tls.ca_file:  # mutual TLS: the local agent shows the server's own certificate
+                env["FLAME_CERT_FILE"], env["FLAME_KEY_FILE"] = tls.cert_file, tls.key_file
         env[PARENT_PID_ENV] = str(os.getpid())
         return subprocess.Popen(args, env=env)
 
@@ -125,7 +128,8 @@ class AllInOne:
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         scheme = "https" if self.config.tls is not None else "http"
-        return f"{scheme}://{host}:{self.session_manager.port}"
+        port = self.session_manager.backend_port or self.session_manager.port
+        return f"{scheme}://{host}:{port}"
 
     async def _wait_for_node(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

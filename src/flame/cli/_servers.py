@@ -88,6 +88,8 @@ def agent_settings(
         stop_grace=config.stop_grace,
         tls=config.session_manager.tls,
         tls_ca=config.ca_file,
+        tls_cert=config.cert_file,
+        tls_key=config.key_file,
     )
 
 

@@ -51,6 +51,10 @@ class ExecutorManagerConfig:
     # CA certificate that signed the session manager's certificate (https:// session_manager only;
     # without it the system's root certificates are trusted).
     ca_file: Path | None = None
+    # A client certificate and its key, for a session manager that asks executor managers
+    # for one (mutual TLS: cluster.tls.ca_file set on the session manager).
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -112,12 +116,32 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         service_start_timeout=section.number("service_start_timeout", 30.0, 0, inclusive=False, unit="seconds"),
         stop_grace=section.number("stop_grace", 5.0, 0, inclusive=True, unit="seconds"),
         ca_file=_ca_file(section, env, session_manager, base_dir),
+        cert_file=_tls_path(section, "cert_file", env.get("FLAME_CERT_FILE"), base_dir),
+        key_file=_tls_path(section, "key_file", env.get("FLAME_KEY_FILE"), base_dir),
     )
+
+
+def _tls_path(section: Section, name: str, override: str | None, base_dir: Path | None) -> Path | None:
+    tls = section.section("tls")
+    text = override or tls.optional_string(name)
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
 def _ca_file(section: Section, env: Mapping[str, str], endpoint: Endpoint, base_dir: Path | None) -> Path | None:
     tls = section.section("tls")
-    tls.check_keys(("ca_file",))
+    tls.check_keys(("ca_file", "cert_file", "key_file"))
+    if tls.has("cert_file") != tls.has("key_file"):
+        raise InvalidArgument(
+            f"{section.source}: {tls.key('cert_file')} and {tls.key('key_file')} go together: give both or neither"
+        )
+    if tls.has("cert_file") and not endpoint.tls:
+        raise InvalidArgument(
+            f"{section.source}: {tls.key('cert_file')} is set but {section.key('session_manager')} "
+            f"{str(endpoint)!r} is plaintext: use an https:// endpoint"
+        )
     text = env.get("FLAME_CA_FILE") or tls.optional_string("ca_file")
     if text is None:
         return None  # plaintext, or https trusting the system's root certificates

@@ -42,7 +42,7 @@ _EXECUTORS_IGNORED = ("limits",)  # Flame's per-node executor limit: ours is exe
 _LIMITS_KEYS = ("max_sessions", "max_executors", "max_pending_tasks", "max_task_size", "max_common_data_size")
 DEFAULT_MAX_TASK_SIZE = 16 * 1024**2
 DEFAULT_MAX_COMMON_DATA_SIZE = 16 * 1024**2
-_TLS_KEYS = ("cert_file", "key_file", "ca_file")
+_TLS_KEYS = ("cert_file", "key_file", "ca_file", "backend_port")
 _STORAGE_ACCEPTED = (
     "sqlite:///absolute/file.db, sqlite://file/relative/to/data_dir.db, "
     "postgres://user:password@host:port/database (or postgresql://...), memory or none"
@@ -57,6 +57,9 @@ class TlsConfig:
     cert_file: str
     key_file: str
     ca_file: str | None = None
+    # With ca_file, executor managers connect here with a client certificate signed by it
+    # (mutual TLS); clients keep using the endpoint's port. None: the endpoint's port + 1.
+    backend_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -256,4 +259,10 @@ def _tls(cluster: Section) -> TlsConfig | None:
         raise InvalidArgument(
             f"{tls.source}: {tls.path} needs both cert_file and key_file (given: {', '.join(given) or 'neither'})"
         )
-    return TlsConfig(cert_file, key_file, tls.optional_string("ca_file"))
+    ca_file = tls.optional_string("ca_file")
+    backend_port = tls.optional_integer("backend_port", 0)
+    if backend_port is not None and (ca_file is None or backend_port > 65535):
+        raise tls.error(
+            "backend_port", backend_port, "a port from 0 to 65535, together with ca_file (it is the mutual TLS port)"
+        )
+    return TlsConfig(cert_file, key_file, ca_file, backend_port)

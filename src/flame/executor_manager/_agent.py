@@ -50,6 +50,7 @@ class ExecutorManager:
         self._heartbeat_interval = settings.heartbeat_interval_ms / 1000
         self._last_sent = 0.0
         self._tls_ca: bytes | None = None
+        self._tls_identity: tuple[bytes, bytes] | None = None  # (key, certificate chain)
         self._accepting = True
         self._connected = False
         self._started = False
@@ -84,6 +85,11 @@ class ExecutorManager:
                 self._tls_ca = settings.tls_ca.read_bytes()
             except OSError as exc:
                 raise InvalidArgument(f"cannot read the session manager's CA file {settings.tls_ca}: {exc}") from exc
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                self._tls_identity = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
+            except OSError as exc:
+                raise InvalidArgument(f"cannot read this executor manager's certificate or key: {exc}") from exc
         for directory in (settings.work_dir, settings.log_dir, settings.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
         stale = reap_stale_services(settings.work_dir)
@@ -213,9 +219,12 @@ class ExecutorManager:
 
     def _open_channel(self) -> Any:
         target = self._settings.session_manager
-        if self._tls_ca is None and not self._settings.tls:
+        if self._tls_ca is None and not self._settings.tls and self._tls_identity is None:
             return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        credentials = grpc.ssl_channel_credentials(root_certificates=self._tls_ca)
+        key, chain = self._tls_identity or (None, None)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self._tls_ca, private_key=key, certificate_chain=chain
+        )
         return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
 
     def _registration(self) -> backend_pb2.RegisterNode:

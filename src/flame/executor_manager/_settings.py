@@ -43,8 +43,9 @@ class AgentSettings:
     tls: bool = False
     #: PEM file of the CA that signed the session manager's certificate.
     tls_ca: Path | None = None
-    #: Client certificate for mutual TLS; not supported yet.
+    #: Client certificate (PEM) and its key, for mutual TLS; both or neither.
     tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         host, sep, port = self.session_manager.rpartition(":")
@@ -63,8 +64,8 @@ class AgentSettings:
                 raise InvalidArgument(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
         if self.batch_window < 0:
             raise InvalidArgument(f"batch_window must not be negative, got {self.batch_window}")
-        if self.tls_cert is not None:
-            raise InvalidArgument("client certificates (tls_cert) are not supported yet; set tls_ca only")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidArgument("tls_cert and tls_key go together: give both or neither")
 
     @property
     def log_dir(self) -> Path:

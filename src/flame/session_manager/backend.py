@@ -21,13 +21,22 @@ logger = logging.getLogger(__name__)
 
 
 class BackendService(backend_pb2_grpc.BackendServicer):
-    def __init__(self, controller: Controller, fleet: Fleet) -> None:
+    def __init__(self, controller: Controller, fleet: Fleet, *, require_client_certificate: bool = False) -> None:
         self.c = controller
         self.fleet = fleet
+        # Mutual TLS: executor managers must come through the port that requires a client
+        # certificate signed by cluster.tls.ca_file; the clients' port asks for none.
+        self.require_client_certificate = require_client_certificate
 
     async def Connect(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
+        if self.require_client_certificate and not context.auth_context().get("x509_pem_cert"):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "executor managers must connect to the mutual TLS port (cluster.tls.backend_port) with a "
+                "client certificate signed by the cluster's CA (executor_manager.tls.cert_file and key_file)",
+            )
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("register") or not first.register.name:
             await context.abort(

@@ -10,7 +10,7 @@ from types import TracebackType
 
 import grpc
 
-from flame.config import ClusterConfig
+from flame.config import ClusterConfig, TlsConfig
 from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
 from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
@@ -60,6 +60,7 @@ class SessionManager:
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.port = 0
+        self.backend_port = 0  # executor managers' mutual TLS port, when cluster.tls.ca_file is set
 
     @property
     def endpoint(self) -> str:
@@ -72,15 +73,27 @@ class SessionManager:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
         add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
-        backend_pb2_grpc.add_BackendServicer_to_server(BackendService(self.controller, self.fleet), server)
+        mutual = self.config.tls is not None and self.config.tls.ca_file is not None
+        backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
+        backend_pb2_grpc.add_BackendServicer_to_server(backend, server)
         address = self.config.endpoint.address
-        if self.config.tls is not None:
-            creds = _server_credentials(self.config)
-            self.port = server.add_secure_port(address, creds)
+        tls = self.config.tls
+        if tls is not None:
+            self.port = server.add_secure_port(address, _server_credentials(tls, require_client_auth=False))
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: is another session manager running there?")
+        if tls is not None and tls.ca_file is not None:
+            # gRPC asks for client certificates per port, all or nothing: executor managers
+            # get a port of their own that requires one, clients keep the main port.
+            wanted = tls.backend_port
+            if wanted is None:  # next to the clients' port, or any free one when that was too
+                wanted = self.port + 1 if self.config.endpoint.port else 0
+            backend_address = f"{self.config.endpoint.host}:{wanted}"
+            self.backend_port = server.add_secure_port(backend_address, _server_credentials(tls, True))
+            if self.backend_port == 0:
+                raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
         await server.start()
         self._server = server
         self._scheduler = asyncio.create_task(
@@ -117,9 +130,7 @@ class SessionManager:
         await self.shutdown()
 
 
-def _server_credentials(config: ClusterConfig) -> grpc.ServerCredentials:
-    tls = config.tls
-    assert tls is not None
+def _server_credentials(tls: TlsConfig, require_client_auth: bool) -> grpc.ServerCredentials:
     with open(tls.cert_file, "rb") as f:
         cert = f.read()
     with open(tls.key_file, "rb") as f:
@@ -128,7 +139,7 @@ def _server_credentials(config: ClusterConfig) -> grpc.ServerCredentials:
     if tls.ca_file:
         with open(tls.ca_file, "rb") as f:
             ca = f.read()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=False)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=require_client_auth)
 
 
 async def serve_until_signalled(manager: SessionManager) -> None:
