@@ -10,14 +10,19 @@ from typing import Any
 
 import grpc
 
+from flame.errors import InvalidState
 from flame.protocol import backend_pb2, backend_pb2_grpc
 from flame.session_manager.controller import Controller
 from flame.session_manager.fleet import Fleet
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
 from flame.session_manager.storage import PutTask
+from flame.types import ExecutorState, TaskState
 
 logger = logging.getLogger(__name__)
+
+_EXECUTOR_STATES = frozenset(int(s) for s in ExecutorState)
+_FINAL_STATES = frozenset({int(TaskState.SUCCEED), int(TaskState.FAILED)})
 
 
 class BackendService(backend_pb2_grpc.BackendServicer):
@@ -71,10 +76,21 @@ class BackendService(backend_pb2_grpc.BackendServicer):
     async def _handle(self, node: NodeRecord, message: backend_pb2.AgentMessage) -> None:
         self.fleet.heartbeat(node)
         for report in message.executors:
-            self.fleet.executor_report(node, report)
-        if not message.outcomes:
+            if report.state not in _EXECUTOR_STATES:
+                logger.warning("node %s: ignoring a report of executor state %d", node.node.name, report.state)
+                continue
+            try:
+                self.fleet.executor_report(node, report)
+            except InvalidState as exc:  # a report out of order: the agent is confused, we need not be
+                logger.warning(
+                    "node %s: ignoring a report for executor %s: %s", node.node.name, report.executor_id, exc
+                )
+        outcomes = [o for o in message.outcomes if o.state in _FINAL_STATES]
+        if len(outcomes) < len(message.outcomes):
+            logger.warning("node %s: ignoring outcomes that are neither Succeed nor Failed", node.node.name)
+        if not outcomes:
             return
-        changed = self.fleet.task_outcomes(list(message.outcomes))
+        changed = self.fleet.task_outcomes(outcomes)
         records = [PutTask(t) for tasks in changed.values() for t in tasks]
         if records:
             await self.c.storage.write(*records)
