@@ -79,7 +79,7 @@ class Harness:
         )
         await self.storage.write(*(PutTask(t) for ts in changed.values() for t in ts))
         for sid, tasks in changed.items():
-            self.c._publish(self.c.sessions[sid], tasks)
+            self.c.publish(self.c.sessions[sid], tasks)
 
     async def bound_executor(self, session_id: str) -> str:
         """Schedule, and answer the create+bind with Bound; return the executor id."""

@@ -48,7 +48,7 @@ def test_defaults_and_derived_paths() -> None:
         ("heartbeat_interval_ms", 0, "heartbeat interval must be positive"),
         ("stop_grace", 0, "stop_grace must be a positive number"),
         ("batch_window", -0.1, "batch_window must not be negative"),
-        ("tls_cert", Path("/etc/cert.pem"), "not supported yet"),
+        ("tls_cert", Path("/etc/cert.pem"), "tls_cert and tls_key go together"),
     ],
 )
 def test_invalid_settings_say_what_is_accepted(field: str, value: object, message: str) -> None:

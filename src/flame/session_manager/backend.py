@@ -97,4 +97,4 @@ class BackendService(backend_pb2_grpc.BackendServicer):
         for session_id, tasks in changed.items():
             rec = self.c.sessions.get(session_id)
             if rec is not None:
-                self.c._publish(rec, tasks)
+                self.c.publish(rec, tasks)

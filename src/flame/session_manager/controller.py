@@ -289,9 +289,9 @@ class Controller:
             states.SESSION_TRANSITIONS, session.state, SessionState.CLOSED, f"session {session_id}"
         )
         session.completion_time = now_ms()
-        cancelled = self._drop_pending(rec, TaskState.CANCELLED, "session closed")
+        cancelled = self.drop_pending(rec, TaskState.CANCELLED, "session closed")
         await self.storage.write(PutSession(session), *(PutTask(t) for t in cancelled))
-        self._publish(rec, cancelled)
+        self.publish(rec, cancelled)
         for hook in self.on_session_closed:
             hook(rec)
         logger.info("session %s closed (%d pending tasks cancelled)", session_id, len(cancelled))
@@ -339,9 +339,9 @@ class Controller:
                 self.kick()
         else:  # closed while we were committing
             for task in tasks:
-                self._finish(rec, task, TaskState.CANCELLED, "session closed")
+                self.finish_task(rec, task, TaskState.CANCELLED, "session closed")
             await self.storage.write(*(PutTask(t) for t in tasks))
-            self._publish(rec, tasks)
+            self.publish(rec, tasks)
         return tasks
 
     async def cancel_tasks(self, session_id: str, task_ids: Iterable[str]) -> list[Task]:
@@ -351,13 +351,13 @@ class Controller:
         for task_id in dict.fromkeys(task_ids):
             task = rec.tasks.get(task_id)
             if task is not None and task.state == TaskState.PENDING:
-                self._finish(rec, task, TaskState.CANCELLED, "cancelled by the client")
+                self.finish_task(rec, task, TaskState.CANCELLED, "cancelled by the client")
                 cancelled.append(task)
         if cancelled:
             gone = {t.id for t in cancelled}
             rec.pending = deque(t for t in rec.pending if t not in gone)
             await self.storage.write(*(PutTask(t) for t in cancelled))
-            self._publish(rec, cancelled)
+            self.publish(rec, cancelled)
         return cancelled
 
     def _check_task_limits(self, session: Session, inputs: list[bytes | None]) -> None:
@@ -456,7 +456,7 @@ class Controller:
         }[state]
         setattr(session, name, getattr(session, name) + delta)
 
-    def _move(self, rec: SessionRecord, task: Task, new: TaskState, message: str | None) -> None:
+    def move_task(self, rec: SessionRecord, task: Task, new: TaskState, message: str | None) -> None:
         task.state, old = (
             states.check(states.TASK_TRANSITIONS, task.state, new, f"task {task.session_id}/{task.id}"),
             task.state,
@@ -465,22 +465,22 @@ class Controller:
         self._count(rec.session, new, +1)
         task.events.append(Event(int(new), message))
 
-    def _finish(
+    def finish_task(
         self, rec: SessionRecord, task: Task, new: TaskState, message: str | None, output: bytes | None = None
     ) -> None:
-        self._move(rec, task, new, message)
+        self.move_task(rec, task, new, message)
         task.output = output
         task.completion_time = now_ms()
 
-    def _drop_pending(self, rec: SessionRecord, state: TaskState, reason: str) -> list[Task]:
+    def drop_pending(self, rec: SessionRecord, state: TaskState, reason: str) -> list[Task]:
         dropped = []
         while rec.pending:
             task = rec.tasks[rec.pending.popleft()]
-            self._finish(rec, task, state, reason)
+            self.finish_task(rec, task, state, reason)
             dropped.append(task)
         return dropped
 
-    def _publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
+    def publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
         """Tell watchers about changed tasks (after they were committed)."""
         for task in tasks:
             for queue in rec.task_watchers.get(task.id, ()):
@@ -541,7 +541,7 @@ class Controller:
 
     def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> None:
         task = rec.tasks[rec.pending.popleft()]
-        self._move(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
+        self.move_task(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
         task.attempts += 1
         ex.inflight[task.id] = time.monotonic()
         link = self.nodes[ex.executor.node].link

@@ -147,17 +147,17 @@ class Fleet:
         ex.inflight.clear()
         if rec is not None and changed:
             self.c.storage.write_nowait(*(PutTask(t) for t in changed))
-            self.c._publish(rec, changed)
+            self.c.publish(rec, changed)
             self.c.dispatch(rec)
 
     def _give_back(self, rec: SessionRecord, task: Task) -> None:
         """A task its executor returned unstarted: first in line again, no attempt spent."""
         task.attempts -= 1
         if rec.session.state == SessionState.OPEN:
-            self.c._move(rec, task, TaskState.PENDING, "returned unstarted by its executor; queued again")
+            self.c.move_task(rec, task, TaskState.PENDING, "returned unstarted by its executor; queued again")
             rec.pending.appendleft(task.id)
         else:
-            self.c._finish(rec, task, TaskState.CANCELLED, "session closed before the task started")
+            self.c.finish_task(rec, task, TaskState.CANCELLED, "session closed before the task started")
 
     def session_closed(self, rec: SessionRecord) -> None:
         """Unbind the closed session's executors now: each finishes the task it is running
@@ -169,10 +169,10 @@ class Fleet:
 
     def _retry_or_fail(self, rec: SessionRecord, task: Task, reason: str) -> None:
         if task.attempts < self.c.settings.max_task_attempts and rec.session.state == SessionState.OPEN:
-            self.c._move(rec, task, TaskState.PENDING, f"retrying (attempt {task.attempts + 1}): {reason}")
+            self.c.move_task(rec, task, TaskState.PENDING, f"retrying (attempt {task.attempts + 1}): {reason}")
             rec.pending.appendleft(task.id)
         else:
-            self.c._finish(rec, task, TaskState.FAILED, f"failed after {task.attempts} attempt(s): {reason}")
+            self.c.finish_task(rec, task, TaskState.FAILED, f"failed after {task.attempts} attempt(s): {reason}")
 
     def _forget(self, ex: ExecutorRecord, reason: str) -> None:
         self._requeue_inflight(ex, self._detach(ex), f"executor {ex.id} lost: {reason}")
@@ -235,9 +235,9 @@ class Fleet:
             reason = f"gave up after {rec.bind_failures} failed binds; last error: {message}"
             self.c.session_event(rec, EVENT_SESSION_BIND_GIVEN_UP, reason)
             if not rec.executors:
-                failed = self.c._drop_pending(rec, TaskState.FAILED, reason)
+                failed = self.c.drop_pending(rec, TaskState.FAILED, reason)
                 self.c.storage.write_nowait(*(PutTask(t) for t in failed))
-                self.c._publish(rec, failed)
+                self.c.publish(rec, failed)
         self.c.kick()
 
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> dict[str, list[Task]]:
@@ -255,7 +255,7 @@ class Fleet:
             message = outcome.message if outcome.HasField("message") else None
             limit = self.c.settings.max_task_size
             if TaskState(outcome.state) == TaskState.SUCCEED and len(outcome.output) > limit:
-                self.c._finish(
+                self.c.finish_task(
                     rec,
                     task,
                     TaskState.FAILED,
@@ -264,13 +264,13 @@ class Fleet:
                 )
             elif TaskState(outcome.state) == TaskState.SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
-                self.c._finish(rec, task, TaskState.SUCCEED, None, output)
+                self.c.finish_task(rec, task, TaskState.SUCCEED, None, output)
             elif outcome.not_started:
                 self._give_back(rec, task)
             elif outcome.retryable:
                 self._retry_or_fail(rec, task, message or "the executor could not run the task")
             else:
-                self.c._finish(rec, task, TaskState.FAILED, message or "the service reported a failure")
+                self.c.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure")
             changed.setdefault(rec.id, []).append(task)
         for sid, executor_ids in freed.items():
             self.c.dispatch(self.c.sessions[sid], executor_ids)
