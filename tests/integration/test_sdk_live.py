@@ -76,3 +76,16 @@ def test_cancelling_a_pending_tasks_future_cancels_the_task(local: LocalCluster)
         assert [session.get_task(t).state for t in ("1", "3")] == [flame.TaskState.PENDING] * 2
         assert conn.get_session(session.id).cancelled == 1
         session.close()
+
+
+def test_connect_reads_the_client_config_file(
+    local: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLAME_ENDPOINT", raising=False)  # it would win over the file
+    config = tmp_path / "flame.yaml"
+    config.write_text(
+        f"current-context: here\ncontexts:\n  - name: here\n    cluster:\n      endpoint: {local.endpoint}\n"
+    )
+    with flame.connect(config=config) as conn:
+        assert conn.endpoint == local.endpoint
+        assert [a.name for a in conn.list_applications()] == ["flmping"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -50,13 +51,19 @@ class AsyncConnection:
 
     @classmethod
     async def connect(
-        cls, endpoint: str | None = None, *, ca_file: str | None = None, timeout: float = CONNECT_TIMEOUT
+        cls,
+        endpoint: str | None = None,
+        *,
+        ca_file: str | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+        config: str | Path | None = None,
     ) -> AsyncConnection:
-        """Connect to ``endpoint`` (default: $FLAME_ENDPOINT, else http://127.0.0.1:8080).
+        """Connect to ``endpoint``; by default $FLAME_ENDPOINT, else the current context of the
+        client config (``config``, default ~/.flame/flame.yaml), else http://127.0.0.1:8080.
 
         Raises Unavailable when the cluster cannot be reached within ``timeout`` seconds.
         """
-        resolved = _resolve_endpoint(endpoint, ca_file)
+        resolved = _resolve_endpoint(endpoint, ca_file, config_path=config)
         channel = open_channel(resolved)
         try:
             await wait_until_ready(channel, resolved, timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flame.client._connection import CONNECT_TIMEOUT
@@ -15,14 +16,22 @@ _lock = threading.Lock()
 _default: Connection | None = None
 
 
-def connect(endpoint: str | None = None, *, ca_file: str | None = None, timeout: float = CONNECT_TIMEOUT) -> Connection:
+def connect(
+    endpoint: str | None = None,
+    *,
+    ca_file: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+    config: str | Path | None = None,
+) -> Connection:
     """Connect to a Flame cluster.
 
     ``endpoint`` is ``http://host:port``, ``https://host:port`` or ``host:port``; it defaults to
-    $FLAME_ENDPOINT, else http://127.0.0.1:8080. ``ca_file`` (default $FLAME_CA_FILE) verifies an
-    https endpoint. Raises flame.errors.Unavailable when the cluster cannot be reached.
+    $FLAME_ENDPOINT, else the current context of the client config (``config``, default
+    ~/.flame/flame.yaml, as flamepy reads it), else http://127.0.0.1:8080. ``ca_file`` (default
+    $FLAME_CA_FILE or the context's tls.ca_file) verifies an https endpoint. Raises
+    flame.errors.Unavailable when the cluster cannot be reached.
     """
-    return Connection.connect(endpoint, ca_file=ca_file, timeout=timeout)
+    return Connection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config)
 
 
 def _connection() -> Connection:

@@ -13,6 +13,7 @@ import functools
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -249,11 +250,17 @@ class Connection:
 
     @classmethod
     def connect(
-        cls, endpoint: str | None = None, *, ca_file: str | None = None, timeout: float = CONNECT_TIMEOUT
+        cls,
+        endpoint: str | None = None,
+        *,
+        ca_file: str | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+        config: str | Path | None = None,
     ) -> Connection:
         runner = _LoopThread("flame-client")
         try:
-            connection = runner.run(AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout))
+            connect = AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config)
+            connection = runner.run(connect)
         except BaseException:
             runner.stop()
             raise
