@@ -220,6 +220,7 @@ class SessionSpec:
     batch_size: int = 1
     priority: int = 0
     resreq: ResourceRequirement | None = None
+    weight: float = 1.0  # share within its priority tier under fair share (ours; not on flame.v1)
 
 
 @dataclass

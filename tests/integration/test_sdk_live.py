@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 
 import flame
 from flame.testing import LocalCluster
+from flame.types import ExecutorState
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +91,25 @@ def test_connect_reads_the_client_config_file(
     with flame.connect(config=config) as conn:
         assert conn.endpoint == local.endpoint
         assert [a.name for a in conn.list_applications()] == ["flmping"]
+
+
+def test_weighted_sessions_share_executors_by_weight() -> None:
+    with LocalCluster(executors=4) as cluster, flame.connect(cluster.endpoint) as conn:
+        heavy = conn.create_session("flmping", weight=3)
+        light = conn.create_session("flmping", weight=1)
+        with pytest.raises(flame.InvalidArgument, match="weight"):
+            conn.create_session("flmping", weight=0)
+        slow = json.dumps({"duration_ms": 300}).encode()
+        futures = [s.run(slow) for _ in range(40) for s in (heavy, light)]
+        held: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while held != {heavy.id: 3, light.id: 1}:
+            assert time.monotonic() < deadline, held
+            held = {}
+            for e in conn.list_executors():
+                if e.session_id is not None and e.state == ExecutorState.BOUND:
+                    held[e.session_id] = held.get(e.session_id, 0) + 1
+            time.sleep(0.1)
+        for session in (heavy, light):
+            session.close()
+        wait(futures, timeout=60)

@@ -397,3 +397,24 @@ def test_silent_node_is_forgotten_and_its_running_tasks_requeued() -> None:
         assert h.node.node.state.name == "UNKNOWN"
 
     run(main)
+
+
+def test_session_weight_reaches_the_scheduler_and_survives_a_restart() -> None:
+    async def main() -> None:
+        storage = MemoryStorage("memory")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app"))
+        await h.c.set_session_weight("s", 3.0)
+        (view,) = h.fleet.snapshot().sessions
+        assert view.weight == 3.0
+        for bad in (0.0, -1.0, float("nan"), 1e7):
+            with pytest.raises(InvalidArgument, match="0 < weight <= 1e6"):
+                await h.c.set_session_weight("s", bad)
+        await storage.stop()
+        again = Controller(storage, ControllerSettings())
+        await storage.start()
+        await again.recover()
+        assert again.sessions["s"].session.spec.weight == 3.0
+
+    run(main)

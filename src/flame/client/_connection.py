@@ -14,7 +14,7 @@ from flame.client._endpoint import Endpoint, _resolve_endpoint, open_channel, un
 from flame.client._session import AsyncSession
 from flame.client._specs import application_spec, new_session_id, session_spec
 from flame.client._wire import executor_from_pb, node_from_pb, session_from_pb
-from flame.errors import FlameError, Internal, InvalidState, NotFound, Unavailable
+from flame.errors import FlameError, Internal, InvalidArgument, InvalidState, NotFound, Unavailable
 from flame.protocol import (
     application_from_pb,
     application_spec_to_pb,
@@ -143,6 +143,7 @@ class AsyncConnection:
         priority: int = 0,
         resreq: ResourceRequirement | str | None = None,
         batch_size: int = 1,
+        weight: float | None = None,
     ) -> AsyncSession:
         """Create a session of ``application``; ``session_id`` defaults to ``<application>-<random>``."""
         spec = session_spec(
@@ -154,9 +155,14 @@ class AsyncConnection:
             resreq=resreq,
             batch_size=batch_size,
         )
+        if weight is not None and not 0 < weight <= 1e6:  # checked before anything is created
+            raise InvalidArgument(f"invalid weight {weight!r}: expected 0 < weight <= 1e6 (default 1)")
         session_id = session_id or new_session_id(application)
         request = frontend_pb2.CreateSessionRequest(session_id=session_id, session=session_spec_to_pb(spec))
         message = await self._call(f"create session {session_id}", self._frontend.CreateSession, request)
+        if weight is not None:  # ours, on FrontendExt: flame.v1's SessionSpec has no weight
+            weighted = ext_pb2.SetSessionWeightRequest(session_id=session_id, weight=weight)
+            message = await self._call(f"set the weight of session {session_id}", self._ext.SetSessionWeight, weighted)
         return AsyncSession(self, session_from_pb(message))
 
     async def open_session(self, session_id: str, spec: SessionSpec | None = None) -> AsyncSession:

@@ -63,8 +63,10 @@ def create_session(
     priority: int = 0,
     resreq: ResourceRequirement | str | None = None,
     batch_size: int = 1,
+    weight: float | None = None,
 ) -> Session:
-    """Create a session of ``application``; ``resreq`` may be a string like "cpu=1,mem=1g"."""
+    """Create a session of ``application``; ``resreq`` may be a string like "cpu=1,mem=1g";
+    ``weight`` is its share within its priority tier under fair share (default 1)."""
     return _connection().create_session(
         application,
         common_data,
@@ -74,6 +76,7 @@ def create_session(
         priority=priority,
         resreq=resreq,
         batch_size=batch_size,
+        weight=weight,
     )
 
 

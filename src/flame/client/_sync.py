@@ -314,6 +314,7 @@ class Connection:
         priority: int = 0,
         resreq: ResourceRequirement | str | None = None,
         batch_size: int = 1,
+        weight: float | None = None,
     ) -> Session:
         coro = self._async.create_session(
             application,
@@ -324,6 +325,7 @@ class Connection:
             priority=priority,
             resreq=resreq,
             batch_size=batch_size,
+            weight=weight,
         )
         return Session(self, self._runner.run(coro))
 

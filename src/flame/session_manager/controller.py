@@ -51,6 +51,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # An executor is given about this much work (in seconds) at a time, judged by how long
 # the session's tasks have taken so far.
 PIPELINE_SECONDS = 0.02
+MAX_WEIGHT = 1e6
 # Most tasks one WatchSession message carries.
 WATCH_BATCH = 1_000
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -278,6 +279,17 @@ class Controller:
                         f"session {session_id!r} exists with a different {name} "
                         f"({getattr(have, name)!r} != {getattr(spec, name)!r})"
                     )
+        return rec.session
+
+    async def set_session_weight(self, session_id: str, weight: float) -> Session:
+        rec = self.get_session_record(session_id)
+        if not 0 < weight <= MAX_WEIGHT:  # also refuses NaN
+            raise InvalidArgument(f"invalid weight {weight!r} for session {session_id!r}: expected 0 < weight <= 1e6")
+        if rec.session.state != SessionState.OPEN:
+            raise InvalidState(f"session {session_id!r} is closed")
+        rec.session.spec = replace(rec.session.spec, weight=weight)
+        await self.storage.write(PutSession(rec.session))
+        self.kick()
         return rec.session
 
     async def close_session(self, session_id: str) -> Session:

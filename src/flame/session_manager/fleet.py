@@ -294,6 +294,7 @@ class Fleet:
                     id=s.id,
                     application=s.spec.application,
                     priority=s.spec.priority,
+                    weight=s.spec.weight,
                     min_instances=s.spec.min_instances,
                     max_instances=min(limits) if limits else None,
                     resreq=s.spec.resreq or c.settings.slot,

@@ -197,6 +197,13 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         async for batch in batches:
             yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
 
+    async def SetSessionWeight(self, request: Any, context: Any) -> Any:
+        async def work() -> Any:
+            session_id = _require(request.session_id, "session_id")
+            return session_to_pb(await self.c.set_session_weight(session_id, request.weight))
+
+        return await _call(context, work)
+
     async def CancelTasks(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             cancelled = await self.c.cancel_tasks(_require(request.session_id, "session_id"), request.task_ids)

@@ -51,6 +51,14 @@ class CancelTasksResponse(_message.Message):
     cancelled: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, cancelled: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class SetSessionWeightRequest(_message.Message):
+    __slots__ = ("session_id", "weight")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    weight: float
+    def __init__(self, session_id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class ExecutorDetail(_message.Message):
     __slots__ = ("executor", "log_file", "application")
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from flame._proto.v1 import ext_pb2 as flame_dot_v1_dot_ext__pb2
+from flame._proto.v1 import types_pb2 as flame_dot_v1_dot_types__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -54,6 +55,11 @@ class FrontendExtStub:
                 request_serializer=flame_dot_v1_dot_ext__pb2.CancelTasksRequest.SerializeToString,
                 response_deserializer=flame_dot_v1_dot_ext__pb2.CancelTasksResponse.FromString,
                 _registered_method=True)
+        self.SetSessionWeight = channel.unary_unary(
+                '/flame.ext.v1.FrontendExt/SetSessionWeight',
+                request_serializer=flame_dot_v1_dot_ext__pb2.SetSessionWeightRequest.SerializeToString,
+                response_deserializer=flame_dot_v1_dot_types__pb2.Session.FromString,
+                _registered_method=True)
 
 
 class FrontendExtServicer:
@@ -83,6 +89,12 @@ class FrontendExtServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSessionWeight(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FrontendExtServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +117,11 @@ def add_FrontendExtServicer_to_server(servicer, server):
                     servicer.CancelTasks,
                     request_deserializer=flame_dot_v1_dot_ext__pb2.CancelTasksRequest.FromString,
                     response_serializer=flame_dot_v1_dot_ext__pb2.CancelTasksResponse.SerializeToString,
+            ),
+            'SetSessionWeight': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSessionWeight,
+                    request_deserializer=flame_dot_v1_dot_ext__pb2.SetSessionWeightRequest.FromString,
+                    response_serializer=flame_dot_v1_dot_types__pb2.Session.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +232,33 @@ class FrontendExt:
             '/flame.ext.v1.FrontendExt/CancelTasks',
             flame_dot_v1_dot_ext__pb2.CancelTasksRequest.SerializeToString,
             flame_dot_v1_dot_ext__pb2.CancelTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSessionWeight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flame.ext.v1.FrontendExt/SetSessionWeight',
+            flame_dot_v1_dot_ext__pb2.SetSessionWeightRequest.SerializeToString,
+            flame_dot_v1_dot_types__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,

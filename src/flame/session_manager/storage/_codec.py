@@ -119,6 +119,7 @@ def session_row(session: Session) -> Row:
         "batch_size": spec.batch_size,
         "priority": spec.priority,
         "resreq": None if resreq is None else {"cpu": resreq.cpu, "memory": resreq.memory, "gpu": resreq.gpu},
+        "weight": spec.weight,
     }
     return (
         session.id,
@@ -153,6 +154,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
             batch_size=spec.get("batch_size", 1),
             priority=spec.get("priority", 0),
             resreq=None if resreq is None else ResourceRequirement(**resreq),
+            weight=spec.get("weight", 1.0),
         ),
         state=SessionState(state),
         creation_time=created,
