@@ -13,16 +13,18 @@ import grpc
 from flame.client._endpoint import Endpoint, _resolve_endpoint, open_channel, unreachable, wait_until_ready
 from flame.client._session import AsyncSession
 from flame.client._specs import application_spec, new_session_id, session_spec
-from flame.client._wire import executor_from_pb, node_from_pb, session_from_pb
 from flame.errors import FlameError, Internal, InvalidArgument, InvalidState, NotFound, Unavailable
 from flame.protocol import (
     application_from_pb,
     application_spec_to_pb,
     error_from_rpc,
+    executor_from_pb,
     ext_pb2,
     ext_pb2_grpc,
     frontend_pb2,
     frontend_pb2_grpc,
+    node_from_pb,
+    session_from_pb,
     session_spec_to_pb,
 )
 from flame.types import Application, ApplicationSpec, Executor, Node, ResourceRequirement, SessionSpec

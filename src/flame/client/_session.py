@@ -12,9 +12,8 @@ import grpc
 
 from flame.client._pipeline import TaskPipeline
 from flame.client._specs import as_bytes
-from flame.client._wire import task_from_pb
 from flame.errors import FlameError, InvalidState
-from flame.protocol import frontend_pb2, types_pb2
+from flame.protocol import frontend_pb2, task_from_pb, types_pb2
 from flame.types import Event, SessionState, Task
 from flame.types import Session as SessionInfo
 

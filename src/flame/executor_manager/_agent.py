@@ -21,11 +21,11 @@ import grpc
 
 from flame.errors import InvalidArgument, InvalidState
 from flame.executor_manager._compat import TaskGroup
-from flame.executor_manager._executor import Command, Executor, Release, Unbind, wire
+from flame.executor_manager._executor import Command, Executor, Release, Unbind
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import ShimError, reap_stale_services, rpc_status, socket_path_for
-from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2
+from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2, wire_enum
 from flame.types import ExecutorState
 
 logger = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ class ExecutorManager:
             self._outbox.put(
                 backend_pb2.ExecutorReport(
                     executor_id=create.executor_id,
-                    state=wire(ExecutorState.RELEASED),
+                    state=wire_enum(ExecutorState.RELEASED),
                     message=f"node {self._settings.node_name} hosts its limit of {limit} executors already",
                 )
             )
@@ -368,7 +368,9 @@ class ExecutorManager:
         if executor_id not in unknown:
             unknown.add(executor_id)
             logger.warning("command for unknown executor %s: reporting it released", executor_id)
-            self._outbox.put(backend_pb2.ExecutorReport(executor_id=executor_id, state=wire(ExecutorState.RELEASED)))
+            self._outbox.put(
+                backend_pb2.ExecutorReport(executor_id=executor_id, state=wire_enum(ExecutorState.RELEASED))
+            )
         return False
 
 

@@ -13,13 +13,12 @@ import os
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, TypeAlias
 
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import HostService, ServiceLost, ShimError, describe_exit
-from flame.protocol import application_spec_from_pb, backend_pb2, shim_pb2, types_pb2
+from flame.protocol import application_spec_from_pb, backend_pb2, shim_pb2, types_pb2, wire_enum
 from flame.types import ApplicationSpec, ExecutorState, ResourceRequirement
 
 logger = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class Executor:
         bound = self.state in (ExecutorState.BINDING, ExecutorState.BOUND, ExecutorState.UNBINDING)
         return backend_pb2.ExecutorReport(
             executor_id=self.id,
-            state=wire(self.state),
+            state=wire_enum(self.state),
             session_id=self.session_id if bound else None,
             log_file=self._log_file if bound else None,
         )
@@ -291,7 +290,7 @@ class Executor:
         self._outbox.put(
             backend_pb2.ExecutorReport(
                 executor_id=self.id,
-                state=wire(state),
+                state=wire_enum(state),
                 session_id=session_id,
                 message=message,
                 log_file=self._log_file if log_file else None,
@@ -327,7 +326,7 @@ class Executor:
 def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> shim_pb2.SessionContext:
     application = shim_pb2.ApplicationContext(
         name=command.application_name,
-        shim=wire(spec.shim),
+        shim=wire_enum(spec.shim),
         image=spec.image,
         command=spec.command,
         working_directory=spec.working_directory,
@@ -339,11 +338,6 @@ def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -
         application=application,
         common_data=command.common_data if command.HasField("common_data") else None,
     )
-
-
-def wire(value: IntEnum) -> Any:
-    """An IntEnum as the generated message constructors accept it (their hints leave out plain ints)."""
-    return int(value)
 
 
 def _first_line(text: str) -> str:

@@ -13,12 +13,17 @@ from flame.types import (
     ApplicationState,
     Event,
     Executor,
+    ExecutorState,
     Node,
+    NodeInfo,
+    NodeState,
     ResourceRequirement,
     Session,
     SessionSpec,
+    SessionState,
     Shim,
     Task,
+    TaskState,
 )
 
 
@@ -26,7 +31,7 @@ def _opt(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
-def _wire(value: int) -> Any:
+def wire_enum(value: int) -> Any:
     """An IntEnum as the generated stubs accept it (their hints leave out plain ints)."""
     return int(value)
 
@@ -49,7 +54,7 @@ def resreq_from_pb(resreq: pb.ResourceRequirement) -> ResourceRequirement:
 
 def application_spec_to_pb(spec: ApplicationSpec) -> pb.ApplicationSpec:
     message = pb.ApplicationSpec(
-        shim=_wire(spec.shim),
+        shim=wire_enum(spec.shim),
         description=spec.description,
         labels=spec.labels,
         image=spec.image,
@@ -108,7 +113,7 @@ def application_to_pb(app: Application) -> pb.Application:
     return pb.Application(
         metadata=pb.Metadata(id=app.name, name=app.name),
         spec=application_spec_to_pb(app.spec),
-        status=pb.ApplicationStatus(state=_wire(app.state), creation_time=app.creation_time),
+        status=pb.ApplicationStatus(state=wire_enum(app.state), creation_time=app.creation_time),
     )
 
 
@@ -153,7 +158,7 @@ def session_to_pb(session: Session, *, with_events: bool = True) -> pb.Session:
         metadata=pb.Metadata(id=session.id, name=session.id),
         spec=session_spec_to_pb(session.spec),
         status=pb.SessionStatus(
-            state=_wire(session.state),
+            state=wire_enum(session.state),
             creation_time=session.creation_time,
             completion_time=session.completion_time,
             pending=session.pending,
@@ -175,7 +180,7 @@ def task_to_pb(task: Task, *, with_input: bool = True) -> pb.Task:
             output=task.output,
         ),
         status=pb.TaskStatus(
-            state=_wire(task.state),
+            state=wire_enum(task.state),
             creation_time=task.creation_time,
             completion_time=task.completion_time,
             events=[event_to_pb(e) for e in task.events],
@@ -186,8 +191,8 @@ def task_to_pb(task: Task, *, with_input: bool = True) -> pb.Task:
 def executor_to_pb(executor: Executor) -> pb.Executor:
     return pb.Executor(
         metadata=pb.Metadata(id=executor.id, name=executor.id),
-        spec=pb.ExecutorSpec(node=executor.node, resreq=resreq_to_pb(executor.resreq), shim=_wire(executor.shim)),
-        status=pb.ExecutorStatus(state=_wire(executor.state), session_id=executor.session_id),
+        spec=pb.ExecutorSpec(node=executor.node, resreq=resreq_to_pb(executor.resreq), shim=wire_enum(executor.shim)),
+        status=pb.ExecutorStatus(state=wire_enum(executor.state), session_id=executor.session_id),
     )
 
 
@@ -196,11 +201,67 @@ def node_to_pb(node: Node) -> pb.Node:
         metadata=pb.Metadata(id=node.name, name=node.name),
         spec=pb.NodeSpec(hostname=node.name),
         status=pb.NodeStatus(
-            state=_wire(node.state),
+            state=wire_enum(node.state),
             capacity=resreq_to_pb(node.capacity),
             allocatable=resreq_to_pb(node.allocatable),
             info=pb.NodeInfo(arch=node.info.arch, os=node.info.os),
             addresses=[pb.NodeAddress(type=t, address=a) for t, a in node.addresses],
             last_heartbeat_time=node.last_heartbeat_time,
         ),
+    )
+
+
+def session_from_pb(message: pb.Session) -> Session:
+    status = message.status
+    return Session(
+        id=message.metadata.id,
+        spec=session_spec_from_pb(message.spec),
+        state=SessionState(status.state),
+        creation_time=status.creation_time,
+        completion_time=_opt(status, "completion_time"),
+        pending=status.pending,
+        running=status.running,
+        succeed=status.succeed,
+        failed=status.failed,
+        cancelled=status.cancelled,
+        events=[event_from_pb(e) for e in status.events],
+    )
+
+
+def task_from_pb(message: pb.Task) -> Task:
+    return Task(
+        session_id=message.spec.session_id,
+        id=message.metadata.id,
+        input=_opt(message.spec, "input"),
+        output=_opt(message.spec, "output"),
+        state=TaskState(message.status.state),
+        creation_time=message.status.creation_time,
+        completion_time=_opt(message.status, "completion_time"),
+        events=[event_from_pb(e) for e in message.status.events],
+    )
+
+
+def executor_from_pb(message: pb.Executor) -> Executor:
+    # Read from a server's answer: an unknown shim is shown as Host rather than refused.
+    shim = Shim(message.spec.shim) if message.spec.shim in Shim._value2member_map_ else Shim.HOST
+    return Executor(
+        id=message.metadata.id,
+        node=message.spec.node,
+        resreq=resreq_from_pb(message.spec.resreq),
+        shim=shim,
+        state=ExecutorState(message.status.state),
+        session_id=_opt(message.status, "session_id"),
+    )
+
+
+def node_from_pb(message: pb.Node) -> Node:
+    status = message.status
+    return Node(
+        name=message.metadata.name or message.metadata.id,
+        capacity=resreq_from_pb(status.capacity),
+        allocatable=resreq_from_pb(status.allocatable),
+        info=NodeInfo(arch=status.info.arch, os=status.info.os),
+        addresses=[(a.type, a.address) for a in status.addresses],
+        state=NodeState(status.state),
+        last_heartbeat_time=status.last_heartbeat_time,
     )
