@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ import pytest
 
 import flame
 from flame.testing import LocalCluster
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import free_port, wait_for
 
 BIN = Path(sys.executable).parent
 _CLUSTER = "the cluster's endpoint"
@@ -246,14 +245,8 @@ def test_missing_objects_and_bad_flags_are_short_errors(cli: Cli) -> None:
     assert "-t/--task needs -s/--session" in failed(task_alone, code=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_unreachable_cluster_gets_advice(cli: Cli) -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     commands = (("flmctl", "list", "-s"), ("flmping", "-t", "1"))
     for argv, result in zip(commands, cli.many(*commands, endpoint=endpoint), strict=True):
         message = failed(result)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,24 +11,9 @@ from pathlib import Path
 import flamepy
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import free_port, process_alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
 def _children(pid: int) -> list[int]:
@@ -40,7 +23,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_flame_up_serves_and_stops_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     up = subprocess.Popen(
         [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path), "--executors", "2"],
         stdout=subprocess.PIPE,
@@ -58,13 +41,13 @@ def test_flame_up_serves_and_stops_cleanly(tmp_path: Path, stop_signal: signal.S
         service_pids = {o["pid"] for o in outputs}
         agents = _children(up.pid)
         assert agents, "flame up started no executor manager"
-        assert all(_alive(p) for p in service_pids)
+        assert all(process_alive(p) for p in service_pids)
         assert (tmp_path / "flame.db").exists()
 
         up.send_signal(stop_signal)
         assert up.wait(60) == 0
         for pid in [*agents, *service_pids]:
-            wait_for(lambda pid=pid: not _alive(pid), timeout=15)  # type: ignore[misc]
+            wait_for(lambda pid=pid: not process_alive(pid), timeout=15)  # type: ignore[misc]
     finally:
         if up.poll() is None:
             up.kill()

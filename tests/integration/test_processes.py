@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 import flamepy
 import pytest
 
-from tests.integration.conftest import wait_for, write_service
+from tests.integration.conftest import free_port, process_alive, wait_for, write_service
 
 SERVICE = """
     import flamepy
@@ -51,12 +50,6 @@ CLIENT = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _flame(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "flame", *args], stdout=out, stderr=subprocess.STDOUT)
@@ -87,7 +80,7 @@ class Processes:
     """A session manager and an executor manager, each a `flame` process with its own config file."""
 
     def __init__(self, tmp_path: Path) -> None:
-        port = _free_port()
+        port = free_port()
         self.tmp_path = tmp_path
         self.endpoint = f"http://127.0.0.1:{port}"
         self.sm_config = tmp_path / "sm.yaml"
@@ -175,17 +168,8 @@ def test_restarted_executor_manager_stops_services_left_by_a_killed_one(processe
     service_pid = int(pid_files[0].read_text().split("\n")[0])
     agent.send_signal(signal.SIGKILL)
     agent.wait()
-    assert _alive(service_pid)  # its own process group: the agent's death does not end it
+    assert process_alive(service_pid)  # its own process group: the agent's death does not end it
     processes.executor_manager()
-    wait_for(lambda: not _alive(service_pid), timeout=30)
+    wait_for(lambda: not process_alive(service_pid), timeout=30)
     assert session.invoke(b"4") == b"16"  # and the new agent serves the session
     conn.close_session(session.id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"

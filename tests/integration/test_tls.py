@@ -3,7 +3,6 @@ executor managers must show a client certificate signed by the cluster's CA (mut
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from flamepy.core.types import FlameClientTls
 
 import flame
 from flame.protocol import backend_pb2, frontend_pb2, frontend_pb2_grpc
-from tests.integration.conftest import wait_for, write_service
+from tests.integration.conftest import free_port, wait_for, write_service
 
 SERVICE = """
     import flamepy
@@ -55,16 +54,10 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return directory / "ca.crt", directory / "server.crt", directory / "server.key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ca, cert, key = make_certificates(tmp_path)
-    port, backend_port = _free_port(), _free_port()
+    port, backend_port = free_port(), free_port()
     config = tmp_path / "flame-cluster.yaml"
     config.write_text(
         f"cluster:\n  endpoint: https://127.0.0.1:{port}\n  storage: memory\n  data_dir: {tmp_path / 'data'}\n"
