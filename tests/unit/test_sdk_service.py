@@ -262,3 +262,57 @@ def test_flmping_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def serve_streamed(service: flame.FlameService, tmp_path: Path, tasks: list[tuple[str, bytes]]) -> list[Any]:
+    """Enter session s1 through flamepy's stub, then stream ``tasks`` in two batches; the results in order."""
+    from flame.protocol import ext_pb2, ext_pb2_grpc
+    from flame.protocol import shim_pb2 as our_shim_pb2
+
+    path = str(tmp_path / "i.sock")
+
+    async def main() -> list[Any]:
+        async with InstanceServer(service, path), grpc.aio.insecure_channel(f"unix:{path}") as channel:
+            await shim_pb2_grpc.InstanceStub(channel).OnSessionEnter(enter_request())
+            call = ext_pb2_grpc.InstanceExtStub(channel).Invoke()
+            assert ("flame-batch", "1") in tuple(await call.initial_metadata())
+            contexts = [our_shim_pb2.TaskContext(task_id=i, session_id="s1", input=d) for i, d in tasks]
+            half = len(contexts) // 2
+            await call.write(ext_pb2.InvokeBatch(tasks=contexts[:half]))
+            await call.write(ext_pb2.InvokeBatch(tasks=contexts[half:]))
+            results: list[Any] = []
+            messages = 0
+            while len(results) < len(tasks):
+                batch = await asyncio.wait_for(call.read(), DEADLINE)
+                results.extend(batch.results)
+                messages += 1
+            call.cancel()
+            assert messages <= len(tasks)
+            return results
+
+    return asyncio.run(main())
+
+
+def test_streamed_invoke_runs_a_plain_service_in_order_on_one_thread(tmp_path: Path) -> None:
+    service = Recorder()
+    tasks = [(str(i), b"t%d" % i) for i in range(200)] + [("bad", b"bad"), ("none", b"none")]
+    results = serve_streamed(service, tmp_path, tasks)
+    assert [r.task_id for r in results] == [task_id for task_id, _ in tasks]
+    assert [r.output for r in results[:200]] == [b"T%d" % i for i in range(200)]
+    assert results[200].return_code == -1 and results[200].message == "ValueError: bad input"
+    assert results[201].return_code == 0 and not results[201].HasField("output")
+    invoked = [c[1].task_id for c in service.calls if c[0] == "invoke"]
+    assert invoked == [task_id for task_id, _ in tasks]
+    # Every task ran on the one runner thread (no thread hop per task); enter ran elsewhere.
+    assert "flame-task-runner" in service.threads
+    assert len(service.threads - {"flame-task-runner"}) == 1  # the one that ran on_session_enter
+
+
+def test_streamed_invoke_awaits_an_async_service(tmp_path: Path) -> None:
+    results = serve_streamed(AsyncEcho(), tmp_path, [("1", b"a"), ("2", b"bad"), ("3", b"c")])
+    assert [(r.task_id, r.return_code, r.output) for r in results] == [
+        ("1", 0, b"async:a"),
+        ("2", -1, b""),
+        ("3", 0, b"async:c"),
+    ]
+    assert results[1].message == "KeyError: 'missing'"

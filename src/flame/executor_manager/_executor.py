@@ -11,14 +11,17 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import grpc
+
+from flame.errors import InvalidState
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
-from flame.executor_manager.shims import HostService, ServiceLost, ShimError, describe_exit
-from flame.protocol import application_spec_from_pb, backend_pb2, shim_pb2, types_pb2, wire_enum
+from flame.executor_manager.shims import HostService, ServiceLost, ShimError, TaskStream, describe_exit
+from flame.protocol import application_spec_from_pb, backend_pb2, ext_pb2, shim_pb2, types_pb2, wire_enum
 from flame.types import ApplicationSpec, ExecutorState, ResourceRequirement
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,23 @@ SHUTTING_DOWN = "the executor manager is shutting down"
 # fewer: the session manager refills an executor when it hears of an outcome, and the refill must
 # arrive before the executor runs dry.
 LOW_WATER = 1
+
+_X = ExecutorState
+# The executor's lifecycle on its node; anything else is a bug and raises.
+TRANSITIONS: frozenset[tuple[ExecutorState, ExecutorState]] = frozenset(
+    {
+        (_X.IDLE, _X.BINDING),
+        (_X.BINDING, _X.BOUND),
+        (_X.BINDING, _X.IDLE),  # bind failed
+        (_X.BOUND, _X.UNBINDING),
+        (_X.BOUND, _X.IDLE),  # the service was lost
+        (_X.UNBINDING, _X.IDLE),
+        (_X.IDLE, _X.RELEASED),
+        (_X.BINDING, _X.RELEASED),  # shutdown
+        (_X.BOUND, _X.RELEASED),
+        (_X.UNBINDING, _X.RELEASED),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +87,14 @@ class Executor:
         self._wake = asyncio.Event()
         self._service: HostService | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._current: shim_pb2.TaskContext | None = None
+        self._current: shim_pb2.TaskContext | None = None  # the unary call in progress
+        # The streamed path (services of our SDK): tasks sent to the service and not answered
+        # yet, in the order sent (the service runs them in that order: the first is running).
+        self._stream: TaskStream | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._in_service: dict[str, shim_pb2.TaskContext] = {}
+        self._stream_error: str | None = None  # set once the stream broke or a task timed out
+        self._timer: asyncio.TimerHandle | None = None
         self._task_timeout: float | None = None  # seconds, from the binding
         self._log_file = str(settings.log_dir / f"{executor_id}.log")
 
@@ -98,12 +125,19 @@ class Executor:
         """Handle commands until released; on cancellation, stop the service and report Released."""
         try:
             while True:
+                if self._lost():
+                    await self._service_lost(self._lost_reason())
                 command = await self._next()
                 if command is None:
-                    await self._service_lost(self._exit_reason())
-                elif isinstance(command, backend_pb2.RunTask):
-                    await self._run_task(command.task)
-                elif isinstance(command, backend_pb2.BindExecutor):
+                    continue  # the service was lost while there was nothing to do
+                if isinstance(command, backend_pb2.RunTask):
+                    if self._stream is not None:
+                        await self._send_runs(command)
+                    else:
+                        await self._run_task(command.task)
+                    continue
+                await self._settle()
+                if isinstance(command, backend_pb2.BindExecutor):
                     await self._bind(command)
                 elif isinstance(command, Unbind):
                     await self._unbind()
@@ -117,9 +151,9 @@ class Executor:
     # ---- commands ----
 
     async def _next(self) -> Command | None:
-        """The next command; None when the bound service exited while there was nothing to do."""
+        """The next command; None when the bound service was lost while there was nothing to do."""
         while not self._mailbox:
-            if self._service is not None and self._service.returncode is not None:
+            if self._lost():
                 return None
             self._wake.clear()
             await self._wake.wait()
@@ -127,6 +161,26 @@ class Executor:
         if isinstance(command, backend_pb2.RunTask):
             self._queued_runs -= 1
         return command
+
+    def _lost(self) -> bool:
+        service = self._service
+        return service is not None and (service.returncode is not None or self._stream_error is not None)
+
+    def _lost_reason(self) -> str:
+        return self._stream_error if self._stream_error is not None else self._exit_reason()
+
+    def _move(self, new: ExecutorState) -> None:
+        if new != self.state and (self.state, new) not in TRANSITIONS:
+            raise InvalidState(f"executor {self.id} cannot go from {self.state.name} to {new.name}")
+        self.state = new
+
+    async def _settle(self) -> None:
+        """Wait until the service answered every task sent to it (or was lost)."""
+        while self._in_service and not self._lost():
+            self._wake.clear()
+            await self._wake.wait()
+        if self._lost():
+            await self._service_lost(self._lost_reason())
 
     async def _bind(self, command: backend_pb2.BindExecutor) -> None:
         session_id = command.session_id
@@ -138,7 +192,8 @@ class Executor:
             await self._unbind()
         spec = application_spec_from_pb(command.application)
         self._task_timeout = command.task_timeout_ms / 1000 if command.HasField("task_timeout_ms") else None
-        self.state, self.session_id = ExecutorState.BINDING, session_id
+        self._move(ExecutorState.BINDING)
+        self.session_id = session_id
         self._report(ExecutorState.BINDING, session_id=session_id)
         try:
             self._service = await HostService.start(
@@ -149,25 +204,30 @@ class Executor:
                 spec=spec,
             )
             await self._service.enter(_session_context(command, spec))
+            self._stream = await self._service.open_stream()
         except ShimError as exc:
             reason = exc.message
             if self._service is not None and not isinstance(exc, ServiceLost):
                 reason = self._service.with_log(reason)
             await self._stop_service()
-            self.state, self.session_id = ExecutorState.IDLE, None
+            self._move(ExecutorState.IDLE)
+            self.session_id = None
             has_log = os.path.exists(self._log_file)
             self._report(ExecutorState.IDLE, session_id=session_id, message=reason, log_file=has_log)
             logger.warning("executor %s failed to bind session %s: %s", self.id, session_id, _first_line(reason))
             return
-        self.state = ExecutorState.BOUND
+        self._move(ExecutorState.BOUND)
         self._report(ExecutorState.BOUND, session_id=session_id, log_file=True)
         self._watcher = self._spawn(self._watch(self._service))
+        if self._stream is not None:
+            self._reader = self._spawn(self._read_results(self._service, self._stream))
         logger.info(
-            "executor %s bound to session %s (application %s, pid %d)",
+            "executor %s bound to session %s (application %s, pid %d, %s)",
             self.id,
             session_id,
             command.application_name,
             self._service.pid,
+            "streamed invoke" if self._stream is not None else "OnTaskInvoke",
         )
 
     async def _run_task(self, task: shim_pb2.TaskContext) -> None:
@@ -196,18 +256,109 @@ class Executor:
             message = result.message or f"the service returned code {result.return_code}"
             self._outcome(task, message=message, urgent=urgent)
 
+    async def _send_runs(self, first: backend_pb2.RunTask) -> None:
+        """Send ``first`` and every RunTask queued right behind it to the service in one batch."""
+        runs = [first]
+        while self._mailbox and isinstance(self._mailbox[0], backend_pb2.RunTask):
+            runs.append(self._mailbox.popleft())  # type: ignore[arg-type]
+            self._queued_runs -= 1
+        tasks = []
+        for run in runs:
+            if self.state != ExecutorState.BOUND or run.task.session_id != self.session_id:
+                message = f"executor {self.id} is not bound to session {run.task.session_id}"
+                self._outcome(run.task, retryable=True, message=message)
+            else:
+                tasks.append(run.task)
+        stream = self._stream
+        if not tasks or stream is None or self._lost():
+            for task in tasks:
+                self._in_service[task.task_id] = task  # failed by _service_lost, the first as running
+            return
+        start_clock = not self._in_service
+        for task in tasks:
+            self._in_service[task.task_id] = task
+        if start_clock:
+            self._restart_timer()
+        try:
+            await stream.send(tasks)
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:
+            self._set_stream_error(f"cannot send tasks to the service: {exc}")
+
+    async def _read_results(self, service: HostService, stream: TaskStream) -> None:
+        """Turn the service's result batches into outcomes until the stream ends."""
+        try:
+            async for batch in stream.results():
+                if self._stream is not stream:
+                    return
+                self._take_results(batch.results)
+            reason = service.with_log("the service ended its task stream")
+        except grpc.RpcError as exc:
+            reason = (await service.failure("a task", exc)).message
+        except Exception as exc:  # never let a bad message take the node's task group down
+            logger.exception("executor %s: reading task results failed", self.id)
+            reason = f"reading the service's results failed: {exc!r}"
+        if self._stream is stream:  # not a reader whose cancellation was lost (wait_for in 3.11 can)
+            self._set_stream_error(reason)
+
+    def _take_results(self, results: Iterable[ext_pb2.InvokeResult]) -> None:
+        for result in results:
+            task = self._in_service.pop(result.task_id, None)
+            if task is None:
+                logger.warning(
+                    "executor %s: the service answered task %s, which it was not given", self.id, result.task_id
+                )
+                continue
+            urgent = len(self._in_service) + self._queued_runs <= LOW_WATER
+            if result.return_code == 0:
+                self._outcome(task, output=result.output if result.HasField("output") else None, urgent=urgent)
+            else:
+                message = result.message or f"the service returned code {result.return_code}"
+                self._outcome(task, message=message, urgent=urgent)
+        self._restart_timer()
+        if not self._in_service:
+            self._wake.set()
+
+    def _restart_timer(self) -> None:
+        """Time the task the service runs now (the first unanswered one) against the task timeout."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task_timeout is not None and self._in_service:
+            head = next(iter(self._in_service))
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._task_timeout, self._timed_out, head)
+
+    def _timed_out(self, task_id: str) -> None:
+        self._timer = None
+        if next(iter(self._in_service), None) == task_id and self._task_timeout is not None:
+            self._set_stream_error(
+                f"task {task_id} ran past its timeout of {self._task_timeout:g}s; its service was stopped"
+            )
+
+    def _set_stream_error(self, reason: str) -> None:
+        if self._stream_error is None:
+            self._stream_error = reason
+        self._wake.set()
+
+    def _fail_in_service(self, reason: str) -> None:
+        """The service is gone: the task it was running is retried, the ones behind it never started."""
+        for index, task in enumerate(self._in_service.values()):
+            self._outcome(task, retryable=True, message=reason, not_started=index > 0)
+        self._in_service.clear()
+
     async def _unbind(self) -> None:
         if self._service is None:
             self._report(ExecutorState.IDLE)
             return
         session_id = self.session_id
-        self.state = ExecutorState.UNBINDING
+        self._move(ExecutorState.UNBINDING)
         try:
             await self._service.leave(self._settings.leave_timeout)
         except ShimError as exc:
             logger.warning("executor %s: OnSessionLeave failed: %s", self.id, _first_line(exc.message))
         await self._stop_service()
-        self.state, self.session_id = ExecutorState.IDLE, None
+        self._move(ExecutorState.IDLE)
+        self.session_id = None
         self._report(ExecutorState.IDLE, log_file=True)
         logger.info("executor %s unbound from session %s", self.id, session_id)
 
@@ -215,7 +366,7 @@ class Executor:
         if self._service is not None:
             await self._unbind()
         self._fail_queued(f"executor {self.id} was released", until_bind=False)
-        self.state = ExecutorState.RELEASED
+        self._move(ExecutorState.RELEASED)
         self._report(ExecutorState.RELEASED)
         logger.info("executor %s released", self.id)
 
@@ -224,9 +375,11 @@ class Executor:
     async def _service_lost(self, reason: str) -> None:
         """The service died or hung up: fail what was queued for it and go back to Idle."""
         session_id = self.session_id
+        self._fail_in_service(reason)
         self._fail_queued(reason, until_bind=True)
         await self._stop_service()
-        self.state, self.session_id = ExecutorState.IDLE, None
+        self._move(ExecutorState.IDLE)
+        self.session_id = None
         self._report(ExecutorState.IDLE, message=reason, log_file=True)
         logger.warning("executor %s lost its service (session %s): %s", self.id, session_id, _first_line(reason))
 
@@ -235,14 +388,17 @@ class Executor:
         interrupted = self._current
         if interrupted is not None:
             self._outcome(interrupted, retryable=True, message=reason)
+        busy = interrupted is not None or bool(self._in_service)
+        self._fail_in_service(reason)
         self._fail_queued(reason, until_bind=False)
-        if self._service is not None and interrupted is None and self.state == ExecutorState.BOUND:
+        if self._service is not None and not busy and self.state == ExecutorState.BOUND:
             try:
                 await self._service.leave(min(self._settings.leave_timeout, self._settings.stop_grace))
             except ShimError as exc:
                 logger.warning("executor %s: OnSessionLeave failed: %s", self.id, _first_line(exc.message))
         await self._stop_service()
-        self.state, self.session_id = ExecutorState.RELEASED, None
+        self._move(ExecutorState.RELEASED)
+        self.session_id = None
         self._report(ExecutorState.RELEASED, message=reason)
         logger.info("executor %s released: %s", self.id, reason)
 
@@ -266,9 +422,17 @@ class Executor:
         return service.with_log(f"service {describe_exit(service.returncode)} while bound")
 
     async def _stop_service(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in (self._watcher, self._reader):
+            if task is not None:
+                task.cancel()
+        self._watcher = self._reader = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._stream_error = None
         service, self._service = self._service, None
         if service is not None:
             await service.stop()

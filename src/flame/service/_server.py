@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 
 from flame.errors import InvalidArgument, InvalidState
-from flame.protocol import shim_pb2_grpc, types_pb2
+from flame.protocol import ext_pb2_grpc, shim_pb2_grpc, types_pb2
 from flame.service._base import FlameService
+from flame.service._batch import InstanceExtServicer, as_output, check_task, describe
 from flame.service._context import ApplicationContext, SessionContext, TaskContext
 from flame.types import Shim
 
@@ -25,12 +26,6 @@ logger = logging.getLogger(__name__)
 
 INSTANCE_ENDPOINT_ENV = "FLAME_INSTANCE_ENDPOINT"
 STOP_GRACE = 5.0
-
-
-def describe(exc: BaseException) -> str:
-    """``ValueError: bad input`` (the type alone when the exception has no text)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _call_user(method: Callable[..., Any], *args: Any) -> Any:
@@ -86,23 +81,20 @@ class InstanceServicer(shim_pb2_grpc.InstanceServicer):
 
     async def OnTaskInvoke(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         task = TaskContext(task_id=request.task_id, session_id=request.session_id, input=_opt(request, "input"))
-        if self._session is None:
-            message = f"task {task.task_id} refused: no session entered yet (OnSessionEnter must succeed first)"
-            return types_pb2.TaskResult(return_code=-1, message=message)
-        if task.session_id and task.session_id != self._session.session_id:
-            entered = self._session.session_id
-            message = f"task {task.task_id} belongs to session {task.session_id}, not to the entered session {entered}"
-            return types_pb2.TaskResult(return_code=-1, message=message)
+        refusal = check_task(self._session, task)
+        if refusal is not None:
+            return types_pb2.TaskResult(return_code=-1, message=refusal)
         try:
-            output = await _call_user(self._service.on_task_invoke, task)
-            if isinstance(output, (bytearray, memoryview)):
-                output = bytes(output)
-            if output is not None and not isinstance(output, bytes):
-                raise TypeError(f"on_task_invoke must return bytes or None, not {type(output).__name__}")
+            output = as_output(await _call_user(self._service.on_task_invoke, task))
         except Exception as exc:
             logger.error("task %s of session %s failed\n%s", task.task_id, task.session_id, traceback.format_exc())
             return types_pb2.TaskResult(return_code=-1, message=describe(exc))
         return types_pb2.TaskResult(return_code=0, output=output)
+
+    @property
+    def session(self) -> SessionContext | None:
+        """The entered session, if any."""
+        return self._session
 
     async def OnSessionLeave(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         session, self._session = self._session, None
@@ -135,7 +127,12 @@ class InstanceServer:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
         )
-        shim_pb2_grpc.add_InstanceServicer_to_server(InstanceServicer(self._service), server)
+        instance = InstanceServicer(self._service)
+        shim_pb2_grpc.add_InstanceServicer_to_server(instance, server)
+        # Our executor managers use the streamed path; flame.v1.Instance stays for everything else.
+        ext_pb2_grpc.add_InstanceExtServicer_to_server(
+            InstanceExtServicer(self._service.on_task_invoke, lambda: instance.session), server
+        )
         try:
             bound = server.add_insecure_port(f"unix:{self.endpoint}")
         except RuntimeError as exc:

@@ -1,4 +1,5 @@
 from flame._proto.v1 import types_pb2 as _types_pb2
+from flame._proto.v1 import shim_pb2 as _shim_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -24,18 +25,34 @@ class SubmitTasksResponse(_message.Message):
     def __init__(self, first_task_id: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class WatchSessionRequest(_message.Message):
-    __slots__ = ("session_id", "include_completed")
+    __slots__ = ("session_id", "include_completed", "compact")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     include_completed: bool
-    def __init__(self, session_id: _Optional[str] = ..., include_completed: _Optional[bool] = ...) -> None: ...
+    compact: bool
+    def __init__(self, session_id: _Optional[str] = ..., include_completed: _Optional[bool] = ..., compact: _Optional[bool] = ...) -> None: ...
 
 class TaskBatch(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "results")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[CompactTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[CompactTask, _Mapping]]] = ...) -> None: ...
+
+class CompactTask(_message.Message):
+    __slots__ = ("id", "state", "output", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: _types_pb2.TaskState
+    output: bytes
+    message: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., output: _Optional[bytes] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CancelTasksRequest(_message.Message):
     __slots__ = ("session_id", "task_ids")
@@ -78,3 +95,27 @@ class ExecutorDetailList(_message.Message):
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
     executors: _containers.RepeatedCompositeFieldContainer[ExecutorDetail]
     def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorDetail, _Mapping]]] = ...) -> None: ...
+
+class InvokeBatch(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_shim_pb2.TaskContext]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_shim_pb2.TaskContext, _Mapping]]] = ...) -> None: ...
+
+class InvokeResult(_message.Message):
+    __slots__ = ("task_id", "return_code", "output", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    RETURN_CODE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    return_code: int
+    output: bytes
+    message: str
+    def __init__(self, task_id: _Optional[str] = ..., return_code: _Optional[int] = ..., output: _Optional[bytes] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InvokeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InvokeResult, _Mapping]]] = ...) -> None: ...

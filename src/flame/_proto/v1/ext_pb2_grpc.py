@@ -268,3 +268,75 @@ class FrontendExt:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class InstanceExtStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Invoke = channel.stream_stream(
+                '/flame.ext.v1.InstanceExt/Invoke',
+                request_serializer=flame_dot_v1_dot_ext__pb2.InvokeBatch.SerializeToString,
+                response_deserializer=flame_dot_v1_dot_ext__pb2.ResultBatch.FromString,
+                _registered_method=True)
+
+
+class InstanceExtServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Invoke(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InstanceExtServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Invoke': grpc.stream_stream_rpc_method_handler(
+                    servicer.Invoke,
+                    request_deserializer=flame_dot_v1_dot_ext__pb2.InvokeBatch.FromString,
+                    response_serializer=flame_dot_v1_dot_ext__pb2.ResultBatch.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'flame.ext.v1.InstanceExt', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('flame.ext.v1.InstanceExt', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class InstanceExt:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Invoke(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flame.ext.v1.InstanceExt/Invoke',
+            flame_dot_v1_dot_ext__pb2.InvokeBatch.SerializeToString,
+            flame_dot_v1_dot_ext__pb2.ResultBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

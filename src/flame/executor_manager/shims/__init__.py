@@ -2,6 +2,7 @@
 
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, expand, plan_launch, socket_path_for
+from flame.executor_manager.shims._stream import TaskStream
 from flame.executor_manager.shims.host import HostService, describe_exit, reap_stale_services, rpc_status
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Launch",
     "ServiceLost",
     "ShimError",
+    "TaskStream",
     "describe_exit",
     "expand",
     "plan_launch",

@@ -23,6 +23,7 @@ import grpc
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, plan_launch
+from flame.executor_manager.shims._stream import TaskStream, open_task_stream
 from flame.protocol import shim_pb2, shim_pb2_grpc, types_pb2
 from flame.types import ApplicationSpec, Shim
 
@@ -164,6 +165,10 @@ class HostService:
             raise await self._call_failed(f"task {task.task_id}", exc) from exc
         return result
 
+    async def open_stream(self) -> TaskStream | None:
+        """The streamed invoke of a service written with our SDK; None for any other service."""
+        return await open_task_stream(self._channel)
+
     async def leave(self, timeout: float) -> None:
         try:
             result = await self._stub.OnSessionLeave(types_pb2.EmptyRequest(), timeout=timeout)
@@ -244,6 +249,10 @@ class HostService:
     def _raise_if_exited(self) -> None:
         if self._process.returncode is not None:
             raise ShimError(self.with_log(f"service {describe_exit(self._process.returncode)} before it was ready"))
+
+    async def failure(self, what: str, exc: grpc.RpcError) -> ShimError:
+        """What a failed call means: ServiceLost if the service died or hung up, else ShimError."""
+        return await self._call_failed(what, exc)
 
     async def _call_failed(self, what: str, exc: grpc.RpcError) -> ShimError:
         code, details = rpc_status(exc)
