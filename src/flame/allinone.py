@@ -1,51 +1,84 @@
-"""All-in-one cluster: a session manager in this process and a local executor manager child.
+"""All-in-one cluster: a session manager and its local node in this one process.
 
-The executor manager runs in its own process so that the session manager and the
-node's agent use different cores. It is started with a parent-death signal, so it
-goes away even if this process is killed with SIGKILL.
+The local node is the ordinary executor manager, connected to the session manager by an
+in-memory link instead of a loopback gRPC stream: the same messages pass between them as
+objects, so a batch of tasks costs neither side a serialise/parse leg. Multi-machine clusters
+run `flame executor-manager` per node over gRPC, with the same node logic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import grpc
 
 from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
 from flame.config import ClusterConfig
+from flame.config._agent import detect_capacity, socket_dir
 from flame.errors import AlreadyExists, Unavailable
+from flame.executor_manager import AgentSettings, ExecutorManager
+from flame.protocol import backend_pb2
 from flame.session_manager.server import SessionManager
 from flame.types import NodeState, ResourceRequirement
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-# Set on the executor manager child: the pid it must die with (see die_with_parent).
-PARENT_PID_ENV = "FLAME_DIE_WITH_PARENT"
+ServeNode = Callable[
+    [backend_pb2.RegisterNode, AsyncIterator[backend_pb2.AgentMessage]], AsyncIterator[backend_pb2.ManagerMessage]
+]
 
 
-def die_with_parent() -> None:
-    """In a child started by AllInOne: get SIGTERM when the parent dies, even by SIGKILL.
+class LocalBackendCall:
+    """A Backend.Connect call inside one process, with the methods of a grpc.aio stream call."""
 
-    Done by the child itself at start-up rather than in a preexec_fn, so the parent can
-    spawn it without fork() (a fork while gRPC threads run is unsafe).
-    """
-    parent = os.environ.pop(PARENT_PID_ENV, None)
-    if parent is None:
-        return
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if str(os.getppid()) != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    def __init__(self, serve_node: ServeNode) -> None:
+        self._serve_node = serve_node
+        self._inbox: asyncio.Queue[backend_pb2.AgentMessage | None] = asyncio.Queue()
+        self._responses: AsyncIterator[backend_pb2.ManagerMessage] | None = None
+        self._cancelled = False
+
+    async def write(self, message: backend_pb2.AgentMessage) -> None:
+        if self._cancelled:
+            raise grpc.aio.UsageError("the local Backend call was cancelled")
+        if self._responses is None:  # the first message registers the node
+            self._responses = self._serve_node(message.register, self._incoming())
+        else:
+            self._inbox.put_nowait(message)
+
+    async def _incoming(self) -> AsyncIterator[backend_pb2.AgentMessage]:
+        while (message := await self._inbox.get()) is not None:
+            yield message
+
+    async def read(self) -> Any:
+        if self._responses is None or self._cancelled:
+            return grpc.aio.EOF
+        try:
+            return await anext(self._responses)
+        except StopAsyncIteration:
+            return grpc.aio.EOF
+
+    async def done_writing(self) -> None:
+        self._inbox.put_nowait(None)
+
+    def cancel(self) -> bool:
+        if self._cancelled:
+            return False
+        self._cancelled = True
+        self._inbox.put_nowait(None)
+        return True
+
+    async def aclose(self) -> None:
+        """Run the session manager's end-of-stream handling (the node is disconnected)."""
+        responses, self._responses = self._responses, None
+        if responses is not None:
+            await responses.aclose()  # type: ignore[attr-defined]
 
 
 class AllInOne:
@@ -57,17 +90,16 @@ class AllInOne:
         *,
         executors: int | None = None,
         node_name: str | None = None,
-        log_level: str = "INFO",
         ready_timeout: float = 30.0,
     ) -> None:
         self.config = config
         self.session_manager = SessionManager(config)
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
-        self.log_level = log_level
         self.ready_timeout = ready_timeout
         self.work_dir = Path(config.data_dir) / "executors"
-        self._agent: subprocess.Popen[bytes] | None = None
+        self.node: ExecutorManager | None = None
+        self._node_task: asyncio.Task[None] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -77,7 +109,9 @@ class AllInOne:
         await self.session_manager.start()
         try:
             await self._register_flmping()
-            self._agent = self._spawn_agent()
+            self.node = ExecutorManager(self._node_settings(), connect=self._connect)
+            await self.node.start()
+            self._node_task = asyncio.create_task(self.node.serve(), name="local-node")
             await self._wait_for_node()
         except BaseException:
             await self.shutdown()
@@ -87,81 +121,66 @@ class AllInOne:
         with contextlib.suppress(AlreadyExists):
             await self.session_manager.controller.register_application(FLMPING_APPLICATION, flmping_application_spec())
 
-    def _spawn_agent(self) -> subprocess.Popen[bytes]:
-        args = [
-            sys.executable,
-            "-m",
-            "flame",
-            "--log-level",
-            self.log_level,
-            "executor-manager",
-            "--session-manager",
-            self._local_endpoint(),
-            "--node-name",
-            self.node_name,
-            "--work-dir",
-            str(self.work_dir),
-        ]
+    def _node_settings(self) -> AgentSettings:
         if self.executors is not None:
             # Room for that many executors of the cluster's slot, whatever the machine has:
             # asking for N executors on a smaller machine oversubscribes it, as asked.
             slot = self.config.slot
-            capacity = ResourceRequirement(
-                cpu=slot.cpu * self.executors, memory=slot.memory * self.executors, gpu=slot.gpu * self.executors
-            )
-            args += ["--max-executors", str(self.executors), "--capacity", str(capacity)]
-        env = dict(os.environ)
-        env.pop("FLAME_SESSION_MANAGER", None)
-        for name in ("FLAME_CA_FILE", "FLAME_CERT_FILE", "FLAME_KEY_FILE"):
-            env.pop(name, None)
-        tls = self.config.tls
-        if tls is not None:  # trust the CA, or for a self-signed certificate the certificate itself
-            env["FLAME_CA_FILE"] = tls.ca_file or tls.cert_file
-            if tls.ca_file:  # mutual TLS: the local agent shows the server's own certificate
-                env["FLAME_CERT_FILE"], env["FLAME_KEY_FILE"] = tls.cert_file, tls.key_file
-        env[PARENT_PID_ENV] = str(os.getpid())
-        return subprocess.Popen(args, env=env)
+            n = self.executors
+            capacity = ResourceRequirement(cpu=slot.cpu * n, memory=slot.memory * n, gpu=slot.gpu * n)
+            max_executors = n
+        else:
+            capacity = detect_capacity()
+            max_executors = max(capacity.cpu, 1)
+        return AgentSettings(
+            session_manager=f"127.0.0.1:{self.session_manager.port}",  # for messages only: the link is in-process
+            node_name=self.node_name,
+            capacity=capacity,
+            work_dir=self.work_dir,
+            socket_dir=socket_dir(self.work_dir),
+            max_executors=max_executors,
+        )
 
-    def _local_endpoint(self) -> str:
-        """The session manager as the local executor manager reaches it."""
-        host = self.config.endpoint.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        scheme = "https" if self.config.tls is not None else "http"
-        port = self.session_manager.backend_port or self.session_manager.port
-        return f"{scheme}://{host}:{port}"
+    async def _connect(self) -> LocalBackendCall:
+        return LocalBackendCall(self.session_manager.backend.serve_node)
 
     async def _wait_for_node(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
         nodes = self.session_manager.controller.nodes
-        while time.monotonic() < deadline:
+        while loop.time() < deadline:
             rec = nodes.get(self.node_name)
             if rec is not None and rec.node.state == NodeState.READY and rec.link is not None:
                 return
-            assert self._agent is not None
-            if self._agent.poll() is not None:
-                raise Unavailable(f"the executor manager exited with code {self._agent.returncode} during start-up")
-            await asyncio.sleep(0.05)
-        raise Unavailable(f"the executor manager did not register within {self.ready_timeout:.0f}s")
+            if self._node_task is not None and self._node_task.done():
+                self._node_task.result()  # raises what stopped it
+                raise Unavailable("the local executor manager stopped during start-up")
+            await asyncio.sleep(0.01)
+        raise Unavailable(f"the local executor manager did not register within {self.ready_timeout:.0f}s")
 
     async def serve(self) -> None:
-        """Run until shutdown() or until the executor manager dies."""
+        """Run until shutdown() or until the local node stops."""
         stopped = asyncio.create_task(self.session_manager.serve())
+        waiting: set[asyncio.Task[None]] = {stopped}
+        if self._node_task is not None:
+            waiting.add(self._node_task)
         try:
-            while not stopped.done():
-                if self._agent is not None and self._agent.poll() is not None:
-                    logger.error("the executor manager exited with code %s; stopping", self._agent.returncode)
-                    break
-                await asyncio.wait({stopped}, timeout=0.5)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if self._node_task is not None and self._node_task.done() and not stopped.done():
+                logger.error("the local executor manager stopped; stopping")
         finally:
             stopped.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopped
 
     async def shutdown(self) -> None:
-        agent, self._agent = self._agent, None
-        if agent is not None:
-            await asyncio.to_thread(stop_process, agent, grace=10.0)
+        """Stop the node (its services first), then the session manager. Idempotent."""
+        node, task, self.node, self._node_task = self.node, self._node_task, None, None
+        if node is not None:
+            await node.shutdown()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.session_manager.shutdown()
 
     async def __aenter__(self) -> AllInOne:
@@ -172,15 +191,3 @@ class AllInOne:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.shutdown()
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, wait ``grace`` seconds, then SIGKILL; always reaps the process."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            logger.warning("process %d ignored SIGTERM for %.0fs; killing it", process.pid, grace)
-            process.kill()
-    process.wait()

@@ -39,14 +39,14 @@ def test_flame_up_serves_and_stops_cleanly(tmp_path: Path, stop_signal: signal.S
         session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=2))
         outputs = [json.loads(f.result(60)) for f in [session.run(b"") for _ in range(20)]]
         service_pids = {o["pid"] for o in outputs}
-        agents = _children(up.pid)
-        assert agents, "flame up started no executor manager"
+        # The local node runs inside `flame up`: the services are its own children.
+        assert service_pids <= set(_children(up.pid))
         assert all(process_alive(p) for p in service_pids)
         assert (tmp_path / "flame.db").exists()
 
         up.send_signal(stop_signal)
         assert up.wait(60) == 0
-        for pid in [*agents, *service_pids]:
+        for pid in service_pids:
             wait_for(lambda pid=pid: not process_alive(pid), timeout=15)  # type: ignore[misc]
     finally:
         if up.poll() is None:

@@ -35,7 +35,7 @@ def run_up(args: argparse.Namespace) -> None:
     config = load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS))
 
     async def serve() -> None:
-        cluster = AllInOne(config, executors=args.executors, log_level=args.log_level)
+        cluster = AllInOne(config, executors=args.executors)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,10 +94,8 @@ def agent_settings(
 
 
 def run_em(args: argparse.Namespace) -> None:
-    from flame.allinone import die_with_parent
     from flame.executor_manager import run_executor_manager
 
-    die_with_parent()
     config = load_executor_manager_config(args.config, _env(args, _AGENT_FLAGS))
     settings = agent_settings(config, args.node_name, args.max_executors, args.capacity)
     run_executor_manager(settings)

@@ -13,9 +13,9 @@ import logging
 import platform
 import random
 import socket
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -38,11 +38,50 @@ FLUSH_TIMEOUT = 2.0
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
+class BackendCall(Protocol):
+    """What the agent uses of a Backend.Connect call (a grpc.aio stream, or an in-process link)."""
+
+    async def write(self, message: backend_pb2.AgentMessage) -> None: ...
+    async def read(self) -> Any: ...  # a ManagerMessage, or grpc.aio.EOF at the end
+    async def done_writing(self) -> None: ...
+    def cancel(self) -> bool: ...
+    async def aclose(self) -> None: ...  # after cancel(): release what the call holds
+
+
+class _GrpcCall:
+    """Backend.Connect over a gRPC channel of its own."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._call = backend_pb2_grpc.BackendStub(channel).Connect()
+
+    async def write(self, message: backend_pb2.AgentMessage) -> None:
+        await self._call.write(message)
+
+    async def read(self) -> Any:
+        return await self._call.read()
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+    async def aclose(self) -> None:
+        await self._channel.close()
+
+
+Connect = Callable[[], Awaitable[BackendCall]]
+
+
 class ExecutorManager:
     """``start()``, then ``serve()`` until ``shutdown()``; or ``async with`` around ``serve()``."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, *, connect: Connect | None = None) -> None:
+        """``connect`` opens the Backend stream; by default a gRPC call to ``settings.session_manager``
+        (the all-in-one passes an in-process link instead)."""
         self._settings = settings
+        self._connect = connect
         self._outbox = Outbox()
         self._executors: dict[str, Executor] = {}
         self._workers: dict[Executor, asyncio.Task[None]] = {}
@@ -186,8 +225,7 @@ class ExecutorManager:
 
     async def _connection(self) -> tuple[bool, str]:
         """One connection: register, then serve the stream until it breaks. (registered?, why it ended)."""
-        channel = self._open_channel()
-        call = backend_pb2_grpc.BackendStub(channel).Connect()
+        call = await self._connect() if self._connect is not None else _GrpcCall(self._open_channel())
         try:
             try:
                 first = await asyncio.wait_for(self._register(call), REGISTER_TIMEOUT)
@@ -210,9 +248,9 @@ class ExecutorManager:
         finally:
             self._connected = False
             call.cancel()
-            await channel.close()
+            await call.aclose()
 
-    async def _register(self, call: Any) -> Any:
+    async def _register(self, call: BackendCall) -> Any:
         await call.write(backend_pb2.AgentMessage(register=self._registration()))
         self._last_sent = asyncio.get_running_loop().time()
         return await call.read()
@@ -237,7 +275,7 @@ class ExecutorManager:
             max_executors=self._settings.max_executors,
         )
 
-    async def _stream(self, call: Any) -> str:
+    async def _stream(self, call: BackendCall) -> str:
         """Run receiver, sender and heartbeat until one of them sees the stream end; why it ended."""
         ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         async with TaskGroup() as tg:
@@ -251,7 +289,7 @@ class ExecutorManager:
                 task.cancel()
         return reason
 
-    async def _receive(self, call: Any, ended: asyncio.Future[str]) -> None:
+    async def _receive(self, call: BackendCall, ended: asyncio.Future[str]) -> None:
         while True:
             try:
                 message = await call.read()
@@ -263,7 +301,7 @@ class ExecutorManager:
                 return
             self._dispatch(message)
 
-    async def _send(self, call: Any, ended: asyncio.Future[str]) -> None:
+    async def _send(self, call: BackendCall, ended: asyncio.Future[str]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._outbox.wait()

@@ -42,12 +42,21 @@ class BackendService(backend_pb2_grpc.BackendServicer):
                 "executor managers must connect to the mutual TLS port (cluster.tls.backend_port) with a "
                 "client certificate signed by the cluster's CA (executor_manager.tls.cert_file and key_file)",
             )
-        first = await anext(aiter(request_iterator), None)
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
         if first is None or not first.HasField("register") or not first.register.name:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first message must register the node with a name"
             )
         assert first is not None  # abort raised otherwise
+        async for message in self.serve_node(first.register, messages):
+            yield message
+
+    async def serve_node(
+        self, register: backend_pb2.RegisterNode, request_iterator: AsyncIterator[Any]
+    ) -> AsyncIterator[backend_pb2.ManagerMessage]:
+        """One registered node's stream: its messages in, our commands out (also used in-process)."""
+        first = backend_pb2.AgentMessage(register=register)
         link = NodeLink(first.register.name)
         node = self.fleet.node_connected(first.register, link)
         reader = asyncio.create_task(self._read(request_iterator, node, link), name=f"backend-read-{link.node_name}")

@@ -56,6 +56,8 @@ class SessionManager:
         self.controller = Controller(self.storage, settings or controller_settings(config))
         self.fleet = Fleet(self.controller)
         self.scheduler = Scheduler(config.policies)  # an unknown policy name is refused here
+        mutual = config.tls is not None and config.tls.ca_file is not None
+        self.backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
         self._server: grpc.aio.Server | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -73,9 +75,7 @@ class SessionManager:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
         add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
-        mutual = self.config.tls is not None and self.config.tls.ca_file is not None
-        backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
-        backend_pb2_grpc.add_BackendServicer_to_server(backend, server)
+        backend_pb2_grpc.add_BackendServicer_to_server(self.backend, server)
         address = self.config.endpoint.address
         tls = self.config.tls
         if tls is not None:

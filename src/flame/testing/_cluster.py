@@ -22,7 +22,6 @@ class LocalCluster:
         data_dir: str | Path | None = None,
         storage: str = "memory",
         cluster: dict[str, Any] | None = None,
-        log_level: str = "WARNING",
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -32,7 +31,6 @@ class LocalCluster:
         section.update(cluster or {})
         self.config = cluster_config_from_dict({"cluster": section}, source="LocalCluster")
         self._executors = executors
-        self._log_level = log_level
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="flame-local-cluster", daemon=True)
         self.cluster: AllInOne | None = None
@@ -54,7 +52,7 @@ class LocalCluster:
         self._thread.start()
 
         async def start() -> AllInOne:
-            cluster = AllInOne(self.config, executors=self._executors, log_level=self._log_level)
+            cluster = AllInOne(self.config, executors=self._executors)
             await cluster.start()
             return cluster
 
