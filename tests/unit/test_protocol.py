@@ -87,3 +87,23 @@ def test_errors_map_to_status_codes_and_back() -> None:
         assert back.message == "doing it: what went wrong"
     assert status_for(errors.InvalidState("x")) == grpc.StatusCode.FAILED_PRECONDITION
     assert type(error_from_rpc(FakeError(grpc.StatusCode.DATA_LOSS, "?"))) is errors.Internal
+
+
+def test_compact_task_carries_id_state_output_and_the_final_message() -> None:
+    from flame.protocol import compact_task_to_pb
+    from flame.types import Event, Task, TaskState
+
+    done = Task(session_id="s", id="7", input=b"in", output=b"out", state=TaskState.SUCCEED)
+    done.events = [Event(int(TaskState.PENDING), "task created"), Event(int(TaskState.RUNNING), "running on e1")]
+    compact = compact_task_to_pb(done)
+    assert (compact.id, compact.state, compact.output, compact.HasField("message")) == ("7", 2, b"out", False)
+
+    failed = Task(session_id="s", id="8", state=TaskState.FAILED)
+    failed.events = [
+        Event(int(TaskState.FAILED), "an older failure"),
+        Event(int(TaskState.PENDING), "retrying"),
+        Event(int(TaskState.FAILED), "ValueError: bad input"),
+    ]
+    compact = compact_task_to_pb(failed)
+    assert (compact.state, compact.message, compact.HasField("output")) == (3, "ValueError: bad input", False)
+    assert len(compact.SerializeToString()) < 40  # no input, no events, no times

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias
 
 import grpc
 
@@ -37,37 +38,69 @@ RECONNECT_GIVE_UP = 30.0  # seconds without a working result stream before outst
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 MapError = Callable[[grpc.RpcError, str], FlameError]
-Entry = tuple[bytes, "asyncio.Future[bytes]"]
+# Where a task's outcome goes: the async API's asyncio future, or the blocking API's
+# concurrent.futures.Future directly (no second future and no thread hop per task).
+Sink: TypeAlias = "asyncio.Future[bytes] | concurrent.futures.Future[bytes]"
+Entry = tuple[bytes, Sink]
 
 
-def resolve(future: asyncio.Future[bytes], task: Any, session_id: str) -> None:
-    """Complete ``future`` from a final pb Task (Succeed, Failed or Cancelled)."""
-    if future.done():  # cancelled by its owner
-        return
-    state = task.status.state
-    if state == TaskState.SUCCEED:
-        future.set_result(task.spec.output if task.spec.HasField("output") else b"")
-        return
-    task_id = task.metadata.id
-    if state == TaskState.FAILED:
-        message = _last_event_message(task, TaskState.FAILED) or "task failed without a message"
-    else:
-        reason = _last_event_message(task, TaskState.CANCELLED) or "its session was closed"
-        message = f"task was cancelled: {reason}"
-    future.set_exception(TaskFailed(message, session_id=session_id, task_id=task_id))
+class Outcome(NamedTuple):
+    """What the result stream says of one finished task."""
+
+    task_id: str
+    state: int
+    output: bytes | None
+    message: str | None
 
 
-def _last_event_message(task: Any, code: int) -> str | None:
+def outcomes(batch: Any) -> list[Outcome]:
+    """The finished tasks of a TaskBatch, compact (``results``) or whole (``tasks``)."""
+    found = [
+        Outcome(r.id, r.state, r.output if r.HasField("output") else None, r.message if r.HasField("message") else None)
+        for r in batch.results
+    ]
+    for task in batch.tasks:
+        output = task.spec.output if task.spec.HasField("output") else None
+        found.append(Outcome(task.metadata.id, task.status.state, output, _last_event_message(task)))
+    return found
+
+
+def _last_event_message(task: Any) -> str | None:
     for event in reversed(task.status.events):
-        if event.code == code and event.HasField("message"):
+        if event.code == task.status.state and event.HasField("message"):
             return str(event.message)
     return None
 
 
-def _fail(futures: Iterable[asyncio.Future[bytes]], error: FlameError) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(error)
+def _settle(sink: Sink, result: bytes | None = None, error: BaseException | None = None) -> None:
+    """Complete ``sink`` unless its owner cancelled it (possibly from another thread, just now)."""
+    if sink.done():
+        return
+    try:
+        if error is None:
+            sink.set_result(result if result is not None else b"")
+        else:
+            sink.set_exception(error)
+    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        pass  # cancelled between the check and the call
+
+
+def resolve(sink: Sink, outcome: Outcome, session_id: str) -> None:
+    """Complete ``sink`` from a final outcome (Succeed, Failed or Cancelled)."""
+    if outcome.state == TaskState.SUCCEED:
+        _settle(sink, outcome.output)
+        return
+    if outcome.state == TaskState.FAILED:
+        message = outcome.message or "task failed without a message"
+    else:
+        message = f"task was cancelled: {outcome.message or 'its session was closed'}"
+    _settle(sink, error=TaskFailed(message, session_id=session_id, task_id=outcome.task_id))
+
+
+def fail_sinks(sinks: Iterable[Sink], error: FlameError) -> None:
+    """Fail every sink that is not done yet with ``error``."""
+    for sink in sinks:
+        _settle(sink, error=error)
 
 
 class TaskPipeline:
@@ -81,9 +114,9 @@ class TaskPipeline:
         self._map_error = map_error
         self._queue: collections.deque[Entry] = collections.deque()
         self._cancels: list[str] = []  # ids of submitted tasks whose futures were cancelled
-        self._sending: list[asyncio.Future[bytes]] = []
-        self._outstanding: dict[str, asyncio.Future[bytes]] = {}
-        self._early: dict[str, Any] = {}  # results that beat their SubmitTasks response
+        self._sending: list[Sink] = []
+        self._outstanding: dict[str, Sink] = {}
+        self._early: dict[str, Outcome] = {}  # results that beat their SubmitTasks response
         self._in_flight = False
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -92,11 +125,18 @@ class TaskPipeline:
         self._sender: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._streams_opened = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle.set()
 
     def submit(self, data: bytes) -> asyncio.Future[bytes]:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._queue.append((data, future))
+        self.submit_entries([(data, future)])
+        return future
+
+    def submit_entries(self, entries: Iterable[Entry]) -> None:
+        """Queue tasks whose outcomes go to the given sinks (on the loop thread)."""
+        self._loop = asyncio.get_running_loop()
+        self._queue.extend(entries)
         self._idle.clear()
         self._wakeup.set()
         if self._watcher is None or self._watcher.done():
@@ -105,7 +145,6 @@ class TaskPipeline:
             self._watcher = asyncio.create_task(self._guard(self._watch_loop()), name=f"flame-watch-{self._session_id}")
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._guard(self._send_loop()), name=f"flame-submit-{self._session_id}")
-        return future
 
     async def drain(self) -> None:
         """Return once every queued task has been sent (or failed)."""
@@ -145,7 +184,7 @@ class TaskPipeline:
             await self._watch_ready.wait()  # the result stream is registered (or failed for good)
             if self._watch_error is not None:
                 failed, self._queue = [f for _, f in self._queue], collections.deque()
-                _fail(failed, self._watch_error)
+                fail_sinks(failed, self._watch_error)
                 continue
             inputs = self._take_batch()
             if inputs:
@@ -173,10 +212,10 @@ class TaskPipeline:
             try:
                 response = await self._ext.SubmitTasks(request)
             except grpc.RpcError as exc:
-                _fail(futures, self._map_error(exc, f"submit tasks to session {self._session_id}"))
+                fail_sinks(futures, self._map_error(exc, f"submit tasks to session {self._session_id}"))
                 return
             if response.count != len(futures):
-                _fail(futures, Internal(f"server accepted {response.count} of {len(futures)} submitted tasks"))
+                fail_sinks(futures, Internal(f"server accepted {response.count} of {len(futures)} submitted tasks"))
                 return
             for offset, future in enumerate(futures):
                 task_id = str(response.first_task_id + offset)
@@ -184,20 +223,27 @@ class TaskPipeline:
                 if early is not None:
                     resolve(future, early, self._session_id)
                 elif self._watch_error is not None:  # the stream ended while this call was in flight
-                    _fail([future], self._watch_error)
+                    fail_sinks([future], self._watch_error)
                 elif future.cancelled():
                     self._cancel(task_id)
                 else:
                     self._outstanding[task_id] = future
-                    future.add_done_callback(functools.partial(self._on_done, task_id))
+                    if isinstance(future, asyncio.Future):
+                        future.add_done_callback(functools.partial(self._on_done, task_id))
+                    else:  # completed on the loop, or cancelled by its owner in another thread
+                        future.add_done_callback(functools.partial(self._on_done_threadsafe, task_id))
         finally:
             self._sending = []
             self._in_flight = False
             self._early.clear()  # whatever is left belongs to someone else's submissions
 
-    def _on_done(self, task_id: str, future: asyncio.Future[bytes]) -> None:
+    def _on_done(self, task_id: str, future: Sink) -> None:
         if future.cancelled():
             self._cancel(task_id)
+
+    def _on_done_threadsafe(self, task_id: str, future: concurrent.futures.Future[bytes]) -> None:
+        if future.cancelled() and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel, task_id)
 
     def _cancel(self, task_id: str) -> None:
         """The owner cancelled the future of a submitted task: ask the cluster not to run it."""
@@ -227,7 +273,9 @@ class TaskPipeline:
                 include_completed = self._in_flight or bool(self._outstanding)
             self._streams_opened += 1
             self._watch_ready.clear()
-            request = ext_pb2.WatchSessionRequest(session_id=self._session_id, include_completed=include_completed)
+            request = ext_pb2.WatchSessionRequest(
+                session_id=self._session_id, include_completed=include_completed, compact=True
+            )
             call = self._ext.WatchSession(request)
             try:
                 if include_completed:
@@ -236,7 +284,7 @@ class TaskPipeline:
                     last_ok, failures = time.monotonic(), 0
                 async for batch in call:
                     last_ok, failures = time.monotonic(), 0
-                    self._dispatch(batch.tasks)
+                    self._dispatch(outcomes(batch))
                 error: FlameError = InvalidState(f"session {self._session_id} was closed before the task completed")
             except grpc.RpcError as exc:
                 error = self._map_error(exc, f"watch session {self._session_id}")
@@ -250,7 +298,7 @@ class TaskPipeline:
                 call.cancel()
             self._watch_error = error
             self._watch_ready.set()  # wake the sender so it fails queued tasks instead of waiting
-            _fail(self._outstanding.values(), error)
+            fail_sinks(self._outstanding.values(), error)
             self._outstanding.clear()
             return
 
@@ -270,14 +318,13 @@ class TaskPipeline:
         self._watch_ready.set()
         return acknowledged
 
-    def _dispatch(self, tasks: Iterable[Any]) -> None:
-        for task in tasks:
-            task_id = task.metadata.id
-            future = self._outstanding.pop(task_id, None)
+    def _dispatch(self, finished: Iterable[Outcome]) -> None:
+        for outcome in finished:
+            future = self._outstanding.pop(outcome.task_id, None)
             if future is not None:
-                resolve(future, task, self._session_id)
+                resolve(future, outcome, self._session_id)
             elif self._in_flight:
-                self._early[task_id] = task
+                self._early[outcome.task_id] = outcome
             # else: a task of another client, or a duplicate after a reconnect
 
     # -- failure handling -------------------------------------------------------------------
@@ -294,7 +341,7 @@ class TaskPipeline:
     def _fail_everything(self, error: FlameError) -> None:
         queued = [f for _, f in self._queue]
         self._queue.clear()
-        _fail([*queued, *self._sending, *self._outstanding.values()], error)
+        fail_sinks([*queued, *self._sending, *self._outstanding.values()], error)
         self._sending = []
         self._outstanding.clear()
         self._early.clear()

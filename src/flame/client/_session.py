@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from flame.client._pipeline import TaskPipeline
+from flame.client._pipeline import Entry, TaskPipeline
 from flame.client._specs import as_bytes
 from flame.errors import FlameError, InvalidState
 from flame.protocol import frontend_pb2, task_from_pb, types_pb2
@@ -105,6 +105,13 @@ class AsyncSession:
     def submit(self, input_data: bytes) -> asyncio.Future[bytes]:
         """Queue a task; the future gives its output or raises TaskFailed. Call inside the event loop."""
         data = as_bytes(input_data, "task input")
+        return self._open_pipeline().submit(data)
+
+    def submit_entries(self, entries: Iterable[Entry]) -> None:
+        """Queue already-checked inputs whose outcomes go to the given futures (the blocking API's path)."""
+        self._open_pipeline().submit_entries(entries)
+
+    def _open_pipeline(self) -> TaskPipeline:
         if self.closed:
             raise InvalidState(f"session {self.id} is closed; create or open another session to run tasks")
         if self._pipeline is None:
@@ -114,7 +121,7 @@ class AsyncSession:
             self._pipeline = TaskPipeline(
                 self.id, self._connection._ext, self._connection._map_error, replay_is_empty=finished == 0
             )
-        return self._pipeline.submit(data)
+        return self._pipeline
 
     async def map(self, inputs: Iterable[bytes]) -> AsyncIterator[bytes]:
         """Submit every input at once, then yield the outputs in input order."""

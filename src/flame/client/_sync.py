@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -18,6 +17,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from flame.client._connection import CONNECT_TIMEOUT, AsyncConnection
+from flame.client._pipeline import fail_sinks
 from flame.client._session import AsyncSession
 from flame.client._specs import as_bytes
 from flame.errors import FlameError, InvalidState
@@ -92,18 +92,6 @@ class _LoopThread:
             self._thread.join()
 
 
-def _copy_outcome(target: concurrent.futures.Future[bytes], source: asyncio.Future[bytes]) -> None:
-    try:
-        if source.cancelled():
-            target.cancel()
-        elif (error := source.exception()) is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(source.result())
-    except concurrent.futures.InvalidStateError:
-        pass  # the caller cancelled its future
-
-
 class Session:
     """A session of a blocking Connection: ``run`` returns a concurrent.futures.Future, ``invoke`` waits."""
 
@@ -111,6 +99,10 @@ class Session:
         self._connection = connection
         self._runner = connection._runner
         self._async = session
+        # Tasks submitted from user threads wait here; the loop takes them all at once,
+        # so a burst of run() calls costs one wakeup of the loop thread, not one each.
+        self._burst: list[tuple[bytes, concurrent.futures.Future[bytes]]] = []
+        self._burst_lock = threading.Lock()
 
     # A status snapshot, as in AsyncSession.
     @property
@@ -176,23 +168,26 @@ class Session:
         if self._async.closed:
             raise InvalidState(f"session {self.id} is closed; create or open another session to run tasks")
         future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
-        self._runner.call_soon(self._submit, data, future)
+        with self._burst_lock:
+            self._burst.append((data, future))
+            first = len(self._burst) == 1
+        if first:
+            try:
+                self._runner.call_soon(self._submit_burst)
+            except InvalidState:
+                with self._burst_lock:
+                    self._burst.clear()
+                raise
         return future
 
-    def _submit(self, data: bytes, future: concurrent.futures.Future[bytes]) -> None:
-        """On the loop thread."""
+    def _submit_burst(self) -> None:
+        """On the loop thread: hand every task queued since the last burst to the session."""
+        with self._burst_lock:
+            burst, self._burst = self._burst, []
         try:
-            inner = self._async.submit(data)
+            self._async.submit_entries(burst)
         except FlameError as exc:
-            future.set_exception(exc)
-            return
-        inner.add_done_callback(functools.partial(_copy_outcome, future))
-        # Cancelling the caller's future (possible while its task is pending) cancels the task.
-        future.add_done_callback(functools.partial(self._cancel_inner, inner))
-
-    def _cancel_inner(self, inner: asyncio.Future[bytes], future: concurrent.futures.Future[bytes]) -> None:
-        if future.cancelled():
-            self._runner.call_soon(inner.cancel)
+            fail_sinks([future for _, future in burst], exc)
 
     def invoke(self, input_data: bytes) -> bytes:
         """Run one task and return its output."""

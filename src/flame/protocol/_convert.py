@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flame._proto.v1 import ext_pb2
 from flame._proto.v1 import types_pb2 as pb
 from flame.errors import InvalidArgument
 from flame.types import (
@@ -186,6 +187,21 @@ def task_to_pb(task: Task, *, with_input: bool = True) -> pb.Task:
             events=[event_to_pb(e) for e in task.events],
         ),
     )
+
+
+def final_message(task: Task) -> str | None:
+    """Why a finished task ended as it did: the message of its last event of that state."""
+    code = int(task.state)
+    for event in reversed(task.events):
+        if event.code == code:
+            return event.message
+    return None
+
+
+def compact_task_to_pb(task: Task) -> ext_pb2.CompactTask:
+    """A finished task as the SDK's result stream carries it: id, state, output, message."""
+    message = None if task.state == TaskState.SUCCEED else final_message(task)
+    return ext_pb2.CompactTask(id=task.id, state=wire_enum(task.state), output=task.output, message=message)
 
 
 def executor_to_pb(executor: Executor) -> pb.Executor:

@@ -13,6 +13,7 @@ from flame.protocol import (
     abort_with,
     application_spec_from_pb,
     application_to_pb,
+    compact_task_to_pb,
     executor_to_pb,
     ext_pb2,
     ext_pb2_grpc,
@@ -195,7 +196,10 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         batches = self.c.watch_session(request.session_id, request.include_completed)
         await context.send_initial_metadata(())
         async for batch in batches:
-            yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
+            if request.compact:
+                yield ext_pb2.TaskBatch(results=[compact_task_to_pb(t) for t in batch])
+            else:
+                yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
 
     async def SetSessionWeight(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
