@@ -33,6 +33,8 @@ import {sdk} as flamepy
 class Service(flamepy.FlameService):
     def on_session_enter(self, context):
         self.common = context.common_data() or b""
+        if self.common.startswith(b"mark:"):
+            open(self.common[5:], "w").close()
 
     def on_task_invoke(self, context):
         data = context.input or b""
@@ -52,6 +54,8 @@ class Service(flamepy.FlameService):
         pass
 
 
+if os.environ.get("SLOW_START"):
+    time.sleep(float(os.environ["SLOW_START"]))
 flamepy.run(Service())
 """
 
@@ -487,5 +491,28 @@ def test_run_executor_manager_shuts_down_on_sigterm(tmp_path: Path) -> None:
             log = output.read_text()
             assert "received SIGTERM" in log
             assert "executor e1 released" in log
+
+    run(scenario())
+
+
+def test_a_session_unbound_while_binding_is_never_entered(tmp_path: Path) -> None:
+    marker = tmp_path / "entered"
+
+    async def scenario() -> None:
+        fake = FakeSessionManager()
+        async with backend_server(fake) as port, serving(ExecutorManager(settings_for(tmp_path, port))) as manager:
+            await eventually(lambda: manager.connected)
+            slow = bind(tmp_path, "e1", "s1", common_data=b"mark:" + str(marker).encode())
+            slow.application.environments.add(name="SLOW_START", value="1.0")
+            fake.send(create=[backend_pb2.CreateExecutor(executor_id="e1")], bind=[slow])
+            await eventually(lambda: BINDING in fake.states("e1"))
+            fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
+            await eventually(lambda: fake.states("e1")[-1] == IDLE and len(fake.states("e1")) >= 3)
+            assert BOUND not in fake.states("e1")
+            # The executor is usable at once for the next session.
+            fake.send(bind=[bind(tmp_path, "e1", "s2")], run=[run_task("e1", "s2", "1", b"x")])
+            await eventually(lambda: "1" in fake.outcomes())
+            assert fake.outcomes()["1"].output == b"cd|x"
+        assert not marker.exists()  # on_session_enter never ran for the closed session
 
     run(scenario())

@@ -418,3 +418,23 @@ def test_session_weight_reaches_the_scheduler_and_survives_a_restart() -> None:
         assert again.sessions["s"].session.spec.weight == 3.0
 
     run(main)
+
+
+def test_closing_a_session_while_its_executor_binds_unbinds_it_and_it_never_counts_as_bound() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", min_instances=1))
+        h.schedule()
+        executor_id = (await h.take()).bind[0].executor_id
+        await h.c.close_session("s")
+        assert [u.executor_id for u in (await h.take()).unbind] == [executor_id]
+        assert h.c.executors[executor_id].executor.state == ExecutorState.UNBINDING
+        # The node may still report the bind it finished before it saw the unbind: ignored.
+        h.report(executor_id, X.ExecutorBound, "s")
+        assert h.c.executors[executor_id].executor.state == ExecutorState.UNBINDING
+        assert executor_id not in h.c.sessions["s"].executors
+        h.report(executor_id, X.ExecutorIdle)
+        assert h.c.executors[executor_id].executor.state == ExecutorState.IDLE
+
+    run(main)

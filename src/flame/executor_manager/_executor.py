@@ -96,6 +96,7 @@ class Executor:
         self._stream_error: str | None = None  # set once the stream broke or a task timed out
         self._timer: asyncio.TimerHandle | None = None
         self._task_timeout: float | None = None  # seconds, from the binding
+        self._bind_abandoned = asyncio.Event()  # an unbind or release arrived while binding
         self._log_file = str(settings.log_dir / f"{executor_id}.log")
 
     # ---- called by the agent ----
@@ -104,6 +105,8 @@ class Executor:
         if isinstance(command, (Unbind, Release)):
             # Tasks queued behind the running one go back unstarted rather than delay the unbind.
             self._fail_queued("its executor was unbound before it started", until_bind=True, not_started=True)
+            if self.state == ExecutorState.BINDING:
+                self._bind_abandoned.set()  # never finish binding a session that was unbound meanwhile
         if isinstance(command, Release):
             self.release_requested = True
         elif isinstance(command, backend_pb2.RunTask):
@@ -190,21 +193,35 @@ class Executor:
                 return
             logger.warning("executor %s is bound to session %s: unbinding it first", self.id, self.session_id)
             await self._unbind()
+        if self._mailbox and isinstance(self._mailbox[0], (Unbind, Release)):
+            logger.info("executor %s: not binding session %s, unbound before the bind began", self.id, session_id)
+            return  # still Idle: the unbind that follows says so
         spec = application_spec_from_pb(command.application)
         self._task_timeout = command.task_timeout_ms / 1000 if command.HasField("task_timeout_ms") else None
         self._move(ExecutorState.BINDING)
         self.session_id = session_id
+        self._bind_abandoned.clear()
         self._report(ExecutorState.BINDING, session_id=session_id)
+        starting = asyncio.ensure_future(self._start_and_enter(command, spec))
+        abandoned = asyncio.ensure_future(self._bind_abandoned.wait())
         try:
-            self._service = await HostService.start(
-                self._settings,
-                executor_id=self.id,
-                session_id=session_id,
-                application=command.application_name,
-                spec=spec,
-            )
-            await self._service.enter(_session_context(command, spec))
-            self._stream = await self._service.open_stream()
+            await asyncio.wait({starting, abandoned}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abandoned.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.wait({starting})
+        try:
+            if starting.cancelled():
+                raise asyncio.CancelledError
+            starting.result()
+        except asyncio.CancelledError:
+            await self._stop_service()
+            self._move(ExecutorState.IDLE)
+            self.session_id = None
+            self._report(ExecutorState.IDLE)
+            logger.info("executor %s: bind of session %s abandoned: it was unbound while binding", self.id, session_id)
+            return
         except ShimError as exc:
             reason = exc.message
             if self._service is not None and not isinstance(exc, ServiceLost):
@@ -255,6 +272,17 @@ class Executor:
         else:
             message = result.message or f"the service returned code {result.return_code}"
             self._outcome(task, message=message, urgent=urgent)
+
+    async def _start_and_enter(self, command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> None:
+        self._service = await HostService.start(
+            self._settings,
+            executor_id=self.id,
+            session_id=command.session_id,
+            application=command.application_name,
+            spec=spec,
+        )
+        await self._service.enter(_session_context(command, spec))
+        self._stream = await self._service.open_stream()
 
     async def _send_runs(self, first: backend_pb2.RunTask) -> None:
         """Send ``first`` and every RunTask queued right behind it to the service in one batch."""

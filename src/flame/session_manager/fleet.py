@@ -161,10 +161,11 @@ class Fleet:
 
     def session_closed(self, rec: SessionRecord) -> None:
         """Unbind the closed session's executors now: each finishes the task it is running
-        and hands back the ones it had queued, which are cancelled."""
+        and hands back the ones it had queued, which are cancelled. One still binding abandons
+        the bind (its node stops the service without entering the session, or right after)."""
         for executor_id in list(rec.executors):
             ex = self.c.executors[executor_id]
-            if ex.executor.state == X.BOUND:
+            if ex.executor.state in (X.BOUND, X.BINDING):
                 self._unbind(ex)
 
     def _retry_or_fail(self, rec: SessionRecord, task: Task, reason: str) -> None:

@@ -42,6 +42,7 @@ EXECUTOR_TRANSITIONS: frozenset[tuple[ExecutorState, ExecutorState]] = frozenset
         (_X.BINDING, _X.BOUND),
         (_X.BINDING, _X.IDLE),  # bind failed
         (_X.BINDING, _X.RELEASING),
+        (_X.BINDING, _X.UNBINDING),  # its session closed while it was binding
         (_X.BOUND, _X.UNBINDING),
         (_X.BOUND, _X.IDLE),  # the service stopped on its own
         (_X.BOUND, _X.RELEASING),
