@@ -233,17 +233,19 @@ class Executor:
             self._report(ExecutorState.IDLE, session_id=session_id, message=reason, log_file=has_log)
             logger.warning("executor %s failed to bind session %s: %s", self.id, session_id, _first_line(reason))
             return
+        service = self._service
+        assert service is not None  # set by _start_and_enter, which succeeded
         self._move(ExecutorState.BOUND)
         self._report(ExecutorState.BOUND, session_id=session_id, log_file=True)
-        self._watcher = self._spawn(self._watch(self._service))
+        self._watcher = self._spawn(self._watch(service))
         if self._stream is not None:
-            self._reader = self._spawn(self._read_results(self._service, self._stream))
+            self._reader = self._spawn(self._read_results(service, self._stream))
         logger.info(
             "executor %s bound to session %s (application %s, pid %d, %s)",
             self.id,
             session_id,
             command.application_name,
-            self._service.pid,
+            service.pid,
             "streamed invoke" if self._stream is not None else "OnTaskInvoke",
         )
 
