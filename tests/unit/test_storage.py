@@ -20,12 +20,16 @@ from flame.session_manager.storage import (
     PostgresStorage,
     PutSession,
     PutTask,
+    Record,
     SqliteStorage,
+    UpdateTask,
     open_storage,
 )
+from flame.session_manager.storage import _codec as codec
 from flame.session_manager.storage._postgres import redact
-from flame.session_manager.storage._records import Batch, plan_batch
-from tests.integration.storage.samples import full_session, minimal_session, minimal_task
+from flame.session_manager.storage._records import Batch, Entry, TaskUpdate, plan_batch
+from flame.types import Event, Task, TaskState
+from tests.integration.storage.samples import full_session, full_task, minimal_session, minimal_task
 
 
 def test_public_api_is_pinned() -> None:
@@ -33,6 +37,7 @@ def test_public_api_is_pinned() -> None:
         "DeleteApplication",
         "DeleteSession",
         "MemoryStorage",
+        "OnCommit",
         "PostgresStorage",
         "PutApplication",
         "PutSession",
@@ -41,30 +46,107 @@ def test_public_api_is_pinned() -> None:
         "SqliteStorage",
         "Storage",
         "StoredState",
+        "UpdateTask",
         "open_storage",
     ]
 
 
+def _captured(records: list[Record]) -> list[Entry]:
+    """Entries as an engine capturing objects by copy would queue them."""
+    entries: list[Entry] = []
+    for record in records:
+        if isinstance(record, PutTask):
+            entries.append((record, replace(record.task, events=list(record.task.events))))
+        elif isinstance(record, PutSession):
+            entries.append((record, record.session))
+        else:
+            entries.append((record, None))
+    return entries
+
+
+def _merge(task: Task, update: UpdateTask) -> Task:
+    events = task.events if update.event is None else [*task.events, update.event]
+    return replace(
+        task,
+        state=update.state,
+        attempts=update.attempts,
+        output=update.output,
+        completion_time=update.completion_time,
+        events=events,
+    )
+
+
+def _update(task_id: str, state: TaskState, event: Event | None, session_id: str = "s") -> UpdateTask:
+    return UpdateTask(session_id, task_id, state, 1, state.name.encode(), 9, event)
+
+
 def test_plan_batch_keeps_one_entry_per_key() -> None:
     first, last = minimal_task("s", "1"), replace(minimal_task("s", "1"), attempts=3)
-    batch = plan_batch(
-        [
-            PutTask(first),
-            PutTask(minimal_task("s", "2")),
-            PutTask(last),
-            PutSession(minimal_session("s")),
-            PutSession(full_session("s")),
-            PutTask(minimal_task("t", "1")),
-            DeleteSession("t"),
-            DeleteSession("t"),
-        ]
-    )
+    records: list[Record] = [
+        PutTask(first),
+        PutTask(minimal_task("s", "2")),
+        PutTask(last),
+        PutSession(minimal_session("s")),
+        PutSession(full_session("s")),
+        PutTask(minimal_task("t", "1")),
+        DeleteSession("t"),
+        DeleteSession("t"),
+    ]
+    batch = plan_batch(_captured(records), _merge)
     assert isinstance(batch, Batch)
-    assert [(t.session_id, t.id) for t in batch.tasks] == [("s", "1"), ("s", "2")]
-    assert batch.tasks[0] is last
+    assert batch.tasks == [last, minimal_task("s", "2")]
     assert batch.sessions == [full_session("s")]
     assert batch.deleted_sessions == ["t"]
+    assert batch.updates == []
     assert batch.records == 8
+
+
+def test_plan_batch_folds_updates_into_the_put_or_update_before_them() -> None:
+    running, done, again = Event(1, "running", 7), Event(2, "done", 8), Event(1, "again", 9)
+    created = minimal_task("s", "1")
+    records: list[Record] = [
+        _update("1", TaskState.RUNNING, running),  # before the put: superseded by it
+        PutTask(created),
+        _update("1", TaskState.RUNNING, running),
+        _update("1", TaskState.SUCCEED, done),
+        _update("2", TaskState.RUNNING, running),  # task 2 was stored by an earlier batch
+        _update("2", TaskState.RUNNING, None),
+        _update("2", TaskState.FAILED, done),
+        _update("3", TaskState.RUNNING, again, session_id="gone"),
+        DeleteSession("gone"),
+        _update("4", TaskState.RUNNING, again, session_id="gone"),  # after the delete: kept, matches nothing
+    ]
+    batch = plan_batch(_captured(records), _merge)
+
+    assert batch.tasks == [_merge(_merge(created, records[2]), records[3])]  # type: ignore[arg-type]
+    assert batch.tasks[0].events == [running, done]
+    assert batch.updates == [
+        TaskUpdate("s", "2", TaskState.FAILED, 1, b"FAILED", 9, [running, done]),
+        TaskUpdate("gone", "4", TaskState.RUNNING, 1, b"RUNNING", 9, [again]),
+    ]
+    assert batch.deleted_sessions == ["gone"]
+
+
+def test_a_put_after_updates_supersedes_them() -> None:
+    records: list[Record] = [_update("1", TaskState.SUCCEED, Event(2, "done", 8)), PutTask(minimal_task("s", "1"))]
+    batch = plan_batch(_captured(records), _merge)
+    assert batch.tasks == [minimal_task("s", "1")] and batch.updates == []
+
+
+def test_update_task_of_takes_the_tasks_fields() -> None:
+    task = replace(full_task(), state=TaskState.SUCCEED)
+    event = Event(2, "done", 9)
+    assert UpdateTask.of(task, event) == UpdateTask(
+        "s1", "1", TaskState.SUCCEED, 2, b"out\x00", 1_700_000_000_004, event
+    )
+    assert UpdateTask.of(task).event is None
+
+
+def test_event_fragments_round_trip_awkward_messages() -> None:
+    events = [Event(1, None, 2), Event(3, 'quote " comma , bracket ] brace }', 4), Event(5, "ünïcode\n\t\\", 6)]
+    text = "".join(codec.event_fragment(event) for event in events)
+    assert codec.decode_fragments(text) == events
+    assert codec.decode_fragments("") == []
 
 
 def test_open_storage_accepts_the_documented_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

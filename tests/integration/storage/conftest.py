@@ -9,7 +9,7 @@ import pytest
 
 from flame.session_manager.storage import open_storage
 from tests.integration.storage import postgres
-from tests.integration.storage.samples import Factory
+from tests.integration.storage.samples import Engine
 
 
 @pytest.fixture
@@ -29,14 +29,14 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "memory", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     """A factory of engines over the same store: each call is a "restart" of the session manager.
 
     SQLite and PostgreSQL get a new object on the same file or schema; memory keeps its data in the
     object, so its restart is stop()/start() of that one object.
     """
     if request.param == "memory":
-        memory = open_storage("memory")
-        return lambda: memory
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite://{tmp_path / 'f.db'}"
-    return lambda: open_storage(url)
+        return Engine("memory", "memory", open_storage("memory"))
+    if request.param == "postgres":
+        return Engine("postgres", request.getfixturevalue("postgres_url"))
+    return Engine("sqlite", f"sqlite://{tmp_path / 'f.db'}")

@@ -6,10 +6,12 @@ No pytest-asyncio: each test drives its coroutine with ``run()``.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flame.session_manager.storage import Storage, StoredState
+from flame.session_manager.storage import Storage, StoredState, open_storage
 from flame.types import (
     Application,
     ApplicationSchema,
@@ -24,11 +26,44 @@ from flame.types import (
     Task,
     TaskState,
 )
+from tests.integration.storage import postgres
 
 T = TypeVar("T")
 
 #: Makes engines over one store: each call is a "restart" of the session manager.
 Factory = Callable[[], Storage]
+
+
+@dataclass
+class Engine:
+    """A Factory that also says which engine it makes and over which store."""
+
+    kind: str  # "sqlite", "memory" or "postgres"
+    url: str
+    memory: Storage | None = None  # memory keeps its data in the object: every call returns this one
+
+    def __call__(self) -> Storage:
+        return self.memory if self.memory is not None else open_storage(self.url)
+
+
+def refuse_task_in_database(url: str, task_id: str) -> None:
+    """Make the database itself refuse to insert or update the task ``task_id``, as a full disk would."""
+    if url.startswith("sqlite://"):
+        db = sqlite3.connect(url.removeprefix("sqlite://"))
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON tasks WHEN NEW.id = '{task_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            )
+        db.commit()
+        db.close()
+        return
+    with postgres.admin(url) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN IF NEW.id = '{task_id}' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$"
+        )
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:

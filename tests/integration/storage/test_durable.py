@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,35 +18,16 @@ import pytest
 from flame.errors import Internal
 from flame.session_manager.storage import PutSession, PutTask, StoredState, open_storage
 from flame.types import Task
-from tests.integration.storage import postgres
-from tests.integration.storage.samples import minimal_session, minimal_task, reload, run
+from tests.integration.storage.samples import minimal_session, minimal_task, refuse_task_in_database, reload, run
 
 # Most seconds one commit of 10,000 tasks may take (a loaded 2-core CI machine included).
 TEN_THOUSAND_LIMIT = {"sqlite": 1.0, "postgres": 2.0}
 
 
-def _fail_inserts_of_task_boom(url: str) -> None:
-    """Make the database itself refuse to store a task whose id is 'boom', as a full disk would."""
-    if url.startswith("sqlite://"):
-        db = sqlite3.connect(url.removeprefix("sqlite://"))
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON tasks WHEN NEW.id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END"
-        )
-        db.commit()
-        db.close()
-        return
-    with postgres.admin(url) as conn:
-        conn.execute(
-            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN IF NEW.id = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$"
-        )
-        conn.execute("CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION boom()")
-
-
 @pytest.mark.parametrize("crowd", [0, 100], ids=["small-batch", "large-batch"])  # postgres: executemany, COPY
 def test_failed_commit_applies_nothing_and_fails_every_waiter(durable_url: str, crowd: int) -> None:
     run(reload(lambda: open_storage(durable_url)))  # creates the schema
-    _fail_inserts_of_task_boom(durable_url)
+    refuse_task_in_database(durable_url, "boom")
 
     async def scenario() -> tuple[list[BaseException | None], StoredState]:
         store = open_storage(durable_url)

@@ -33,7 +33,7 @@ def test_schema_is_created_in_the_search_path_schema_with_its_version(postgres_u
         ).fetchall()
         versions = conn.execute(sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema)))
         assert [name for (name,) in tables] == ["applications", "schema_version", "sessions", "tasks"]
-        assert versions.fetchall() == [(1,)]
+        assert versions.fetchall() == [(2,)]
 
 
 def test_refuses_a_newer_schema_naming_the_url_without_its_password(postgres_url: str) -> None:
@@ -41,7 +41,7 @@ def test_refuses_a_newer_schema_naming_the_url_without_its_password(postgres_url
     with postgres.admin(postgres_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     store = open_storage(postgres_url)
-    with pytest.raises(InvalidArgument, match=r"schema version 99, newer than version 1") as info:
+    with pytest.raises(InvalidArgument, match=r"schema version 99, newer than version 2") as info:
         run(store.start())
     assert store.url in info.value.message and ":***@" in store.url
     _assert_no_password(postgres_url, info.value.message)

@@ -52,7 +52,9 @@ def test_round_trip_of_every_field(engine: Factory) -> None:
     state = run(write_and_reload(engine, records))
 
     assert state.applications == [full_application(), minimal_application()]
-    assert state.sessions == [minimal_session(), full_session()]  # by creation time
+    # By creation time; the counters are counted from the stored tasks, not taken from the put.
+    counted = replace(full_session(), pending=0, running=0, succeed=0, failed=1, cancelled=0)
+    assert state.sessions == [replace(minimal_session(), pending=2), counted]
     assert state.tasks == [minimal_task(), empty_payload, full_task()]  # by session id, then task id
     # Types, not just values: IntEnum == int and b"" != None would hide a sloppy decoder.
     assert isinstance(state.applications[0].spec.shim, Shim)
@@ -163,14 +165,17 @@ def test_writes_arriving_during_a_commit_form_the_next_batch(engine: Factory) ->
     assert commits <= 100  # a commit per write would be 1000
 
 
-def test_objects_are_captured_when_the_batch_is_cut(engine: Factory) -> None:
+def test_objects_are_captured_when_written(engine: Factory) -> None:
     async def scenario() -> tuple[StoredState, StoredState]:
         store = engine()
         await store.start()
-        task = minimal_task()
-        await store.write(PutTask(task))
-        task.state = TaskState.SUCCEED  # mutated but never written again
+        task, session = minimal_task(), minimal_session()
+        store.write_nowait(PutTask(task), PutSession(session))
+        # Changed in the same turn of the loop, before the batch is cut, but never written again.
+        task.state = TaskState.SUCCEED
         task.events.append(Event(2, "done", 7))
+        session.state = SessionState.CLOSED
+        await store.flush()
         loaded = await store.load()
         loaded.tasks[0].events.append(Event(9, "caller scribbles on a loaded copy", 8))
         await store.stop()
@@ -178,6 +183,7 @@ def test_objects_are_captured_when_the_batch_is_cut(engine: Factory) -> None:
 
     _, state = run(scenario())
     assert state.tasks == [minimal_task()]
+    assert [s.state for s in state.sessions] == [SessionState.OPEN]
 
 
 def test_flush_waits_for_queued_nowait_records(engine: Factory) -> None:
@@ -227,23 +233,30 @@ def test_lifecycle_errors(engine: Factory) -> None:
     run(scenario())
 
 
-def test_a_dead_writer_fails_waiting_writes_instead_of_hanging(engine: Factory) -> None:
-    async def scenario() -> None:
+def test_a_cancelled_stop_leaves_no_write_waiting_forever(engine: Factory) -> None:
+    async def scenario() -> tuple[list[BaseException | None], StoredState]:
         store = engine()
         await store.start()
-        await asyncio.sleep(0)  # let the writer park, waiting for work
-        pending = asyncio.ensure_future(store.write(PutTask(minimal_task())))
-        writer = store._writer
-        assert writer is not None
-        writer.cancel()  # as at event-loop teardown
-        with pytest.raises(Unavailable, match="stopped before committing"):
-            await pending
+        writes = [asyncio.ensure_future(store.write(PutTask(minimal_task("s", str(i))))) for i in range(3)]
+        told: list[BaseException | None] = []
+        store.write_nowait(PutTask(minimal_task("s", "9")), on_commit=told.append)
+        stopping = asyncio.ensure_future(store.stop())
+        await asyncio.sleep(0)  # one turn: the writes are queued and stop() is draining them
+        stopping.cancel()  # as at Ctrl-C
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        await asyncio.wait({stopping})
         assert not store.running
         with pytest.raises(InvalidState, match="not running"):
             store.write_nowait(PutTask(minimal_task()))
-        await store.stop()
+        await store.stop()  # returns: the cancelled stop() already let go of the store
+        return [*results, *told], await reload(engine)
 
-    run(scenario())
+    results, state = run(scenario())
+    # Each write either committed or was told it was not; none hangs (run() has a deadline).
+    stored = {t.id for t in state.tasks}
+    for task_id, result in zip(["0", "1", "2", "9"], results, strict=True):
+        assert (result is None) == (task_id in stored), (task_id, result)
+        assert result is None or isinstance(result, Unavailable)
 
 
 def test_tasks_load_in_numeric_order(engine: Factory) -> None:

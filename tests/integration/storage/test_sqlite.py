@@ -19,7 +19,7 @@ def test_sqlite_file_is_created_with_wal_and_schema_version(tmp_path: Path) -> N
     conn = sqlite3.connect(tmp_path / "nested" / "dir" / "flame.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("SELECT session_id, id, seq FROM tasks").fetchall() == [("s0", "1", 1)]
     finally:
         conn.close()

@@ -3,10 +3,12 @@
 ``open_storage(url)`` picks the engine: ``sqlite:///abs/path.db`` or ``sqlite://rel/path.db``
 (SQLite, the default), ``postgres://user:password@host:port/database`` (PostgreSQL, with the
 ``postgres`` extra installed), ``memory`` or ``none`` (no durability). Every engine group-commits:
-``write()`` returns once the batch holding its records is committed.
+``write()`` returns once the batch holding its records is committed, and ``write_nowait(...,
+on_commit=callback)`` calls back on the event loop when it is. A task's state changes after its
+creation are written as narrow ``UpdateTask`` records.
 """
 
-from flame.session_manager.storage._base import Storage
+from flame.session_manager.storage._base import OnCommit, Storage
 from flame.session_manager.storage._memory import MemoryStorage
 from flame.session_manager.storage._open import open_storage
 from flame.session_manager.storage._postgres import PostgresStorage
@@ -18,6 +20,7 @@ from flame.session_manager.storage._records import (
     PutTask,
     Record,
     StoredState,
+    UpdateTask,
 )
 from flame.session_manager.storage._sqlite import SqliteStorage
 
@@ -25,6 +28,7 @@ __all__ = [
     "DeleteApplication",
     "DeleteSession",
     "MemoryStorage",
+    "OnCommit",
     "PostgresStorage",
     "PutApplication",
     "PutSession",
@@ -33,5 +37,6 @@ __all__ = [
     "SqliteStorage",
     "Storage",
     "StoredState",
+    "UpdateTask",
     "open_storage",
 ]

@@ -1,15 +1,18 @@
 """The storage engine interface and the group-commit writer every engine shares.
 
 Why group commit: an fsync-per-task design caps a session manager at a few hundred tasks per second,
-while the hot path needs thousands. So records are queued, one writer task takes everything queued
-so far as one batch, reduces it, and commits it in one transaction. While that transaction commits
-in a worker thread, new records pile up and become the next batch, so batches grow exactly when the
-store is the bottleneck, with no timer and no added latency when it is idle.
+while the hot path needs thousands. So records are queued and, whenever the engine's writer thread
+is idle, everything queued so far is cut as one batch, reduced, and committed in one transaction.
+While that transaction commits, new records pile up and become the next batch, so batches grow
+exactly when the store is the bottleneck, with no timer and no added latency when it is idle.
 
-Engines supply four hooks: open, close, load, and prepare (turn a reduced batch into a commit
-callable). Prepare runs on the event loop, so the records' objects are serialized in the same
-instant the batch is cut and later mutations by the caller cannot leak into it; the callable it
-returns does the I/O, in a worker thread when the engine says so.
+The event loop does the cheap, ordered part: it captures each record when it is written (a row
+tuple for SQL, a copy for memory), reduces the batch and turns it into a commit callable. The
+writer thread does the I/O and wakes the batch's waiters with one ``call_soon_threadsafe``.
+Reads run in the same thread after whatever was written before them, so they see it.
+
+Engines supply the hooks below: capture, merge and prepare run on the loop; open, close and the
+reads run in the writer thread (or inline, for an engine with ``_threaded = False``).
 """
 
 from __future__ import annotations
@@ -17,102 +20,184 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
+from typing import Any, TypeVar
 
-from flame.errors import Internal, InvalidState, Unavailable
-from flame.session_manager.storage._records import RECORD_TYPES, Batch, Record, StoredState, plan_batch
+from flame.errors import FlameError, Internal, InvalidArgument, InvalidState, Unavailable
+from flame.session_manager.storage._records import (
+    Batch,
+    DeleteApplication,
+    DeleteSession,
+    Entry,
+    PutApplication,
+    PutSession,
+    PutTask,
+    Record,
+    StoredState,
+    UpdateTask,
+    plan_batch,
+)
+from flame.session_manager.storage._writer import Done, WriterThread
+from flame.types import Application, Session, Task, TaskState
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Told on the event loop how the batch holding a write_nowait()'s records ended: None once it is
+#: committed, or the error (Internal, Unavailable) when nothing of it was written.
+OnCommit = Callable[[BaseException | None], None]
+
+
+class _Flight:
+    """Who to tell when one batch has committed or failed."""
+
+    __slots__ = ("callbacks", "records", "waiters")
+
+    def __init__(self, waiters: list[asyncio.Future[None]], callbacks: list[OnCommit], records: int) -> None:
+        self.waiters = waiters
+        self.callbacks = callbacks
+        self.records = records
 
 
 class Storage(ABC):
     """A durable (or, for memory, merely consistent) store of applications, sessions and tasks.
 
-    Lifecycle: ``start()``, ``load()`` once, any number of ``write()``/``write_nowait()``/``flush()``,
-    then ``stop()``. ``async with`` does start and stop. ``commits`` counts committed batches, so
-    tests and metrics can see how well writes are being grouped.
+    Lifecycle: ``start()``, ``load()`` once, any number of writes and reads, then ``stop()``.
+    ``async with`` does start and stop. ``commits`` counts committed batches, so tests and metrics
+    can see how well writes are being grouped.
     """
 
-    #: True when the commit callable does blocking I/O and must run in a worker thread.
-    _commit_in_thread: bool = True
+    #: True when the engine does blocking I/O: its hooks then run in the writer thread.
+    _threaded: bool = True
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.commits = 0
-        self._pending: list[Record] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: WriterThread | None = None
+        self._retired: WriterThread | None = None  # left to finish by a cancelled stop()
+        self._started = False
         self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._pending: list[Entry] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._callbacks: list[OnCommit] = []
+        self._reads_after_pending: list[tuple[Callable[[], Any], Done]] = []
+        self._flight: _Flight | None = None
+        self._cut_scheduled = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    # -- engine hooks ---------------------------------------------------------------------------
+    # -- engine hooks: on the event loop ---------------------------------------------------------
 
     @abstractmethod
-    async def _open(self) -> None:
-        """Open (creating if needed) the underlying store."""
+    def _capture_application(self, app: Application) -> Any:
+        """What a PutApplication stores, taken now: later changes to ``app`` must not show in it."""
 
     @abstractmethod
-    async def _close(self) -> None:
-        """Release the underlying store; called once after the writer has drained."""
+    def _capture_session(self, session: Session) -> Any:
+        """What a PutSession stores, taken now."""
 
     @abstractmethod
-    async def _load(self) -> StoredState:
-        """Read everything, as fresh objects the caller may mutate."""
+    def _capture_task(self, task: Task) -> Any:
+        """What a PutTask stores, taken now."""
+
+    @abstractmethod
+    def _merge_update(self, captured: Any, update: UpdateTask) -> Any:
+        """A captured task with ``update`` applied (its fields replaced, its event appended)."""
 
     @abstractmethod
     def _prepare(self, batch: Batch) -> Callable[[], None]:
-        """Serialize ``batch`` now (on the event loop) and return the callable that commits it.
+        """Return the callable that commits ``batch``: all of it atomically, or nothing and raise."""
 
-        The callable applies the whole batch atomically or raises having applied nothing.
-        """
+    # -- engine hooks: in the writer thread ------------------------------------------------------
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Open (creating or upgrading if needed) the underlying store."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the underlying store; called once, after the last commit."""
+
+    @abstractmethod
+    def _read_state(self, closed_tasks: bool) -> StoredState:
+        """Read the stored state as fresh objects, with counters counted from the stored tasks."""
+
+    @abstractmethod
+    def _read_task(self, session_id: str, task_id: str) -> Task | None:
+        """One stored task, or None."""
+
+    @abstractmethod
+    def _read_tasks(
+        self, session_id: str, offset: int, limit: int | None, states: tuple[int, ...] | None
+    ) -> list[Task]:
+        """A page of a session's tasks in task order, optionally only those in ``states``."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """True between start() and the beginning of stop(): writes are accepted."""
-        return self._writer is not None and not self._writer.done() and not self._stopping
+        return self._started and not self._stopping
 
     async def start(self) -> None:
-        """Open the store and start the writer task that owns the queue."""
-        if self._writer is not None:
+        """Open the store and, for an engine doing I/O, start its writer thread."""
+        if self._started:
             raise InvalidState(f"storage {self.url} is already started")
-        await self._open()
-        self._stopping = False
-        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        retired, self._retired = self._retired, None
+        if retired is not None:  # its last jobs touch this engine's connection: let them finish first
+            await asyncio.to_thread(retired.join)
+        worker = None
+        if self._threaded:
+            worker = WriterThread(f"flame-storage-writer {self.url}", loop)
+            worker.start()
+            try:
+                await self._in_worker(worker, self._open)
+            except BaseException:
+                worker.stop()
+                raise
+        else:
+            self._open()
+        self._loop, self._worker = loop, worker
+        self._started, self._stopping = True, False
         self._stopped = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name=f"storage-writer {self.url}")
         logger.info("storage %s started", self.url)
 
     async def stop(self) -> None:
-        """Commit everything queued, stop the writer and close the store. Safe to call twice."""
-        writer, stopped = self._writer, self._stopped
-        if writer is None or stopped is None:
+        """Commit everything queued, close the store and end the writer thread. Safe to call twice."""
+        stopped = self._stopped
+        if not self._started or stopped is None:
             return
         if self._stopping:  # another stop() is draining: wait for it to finish
             await stopped.wait()
             return
         self._stopping = True
-        self._wake_writer()
+        worker, closed = self._worker, False
         try:
-            await asyncio.wait({writer})  # unlike `await writer`, neither raises nor cancels it
+            await self.flush()
+            if worker is not None:
+                await self._in_worker(worker, self._close)
+            else:
+                self._close()
+            closed = True
         finally:
-            if not writer.done():  # stop() itself was cancelled: abandon the queue, leave no task behind
-                writer.cancel()
-            elif not writer.cancelled() and writer.exception() is not None:
-                logger.error("storage %s: writer failed", self.url, exc_info=writer.exception())
-            self._writer = None
-            try:
-                await self._close()
-            finally:
-                stopped.set()
-                logger.info("storage %s stopped after %d commits", self.url, self.commits)
+            if worker is not None:
+                if not closed:  # stop() was cancelled or the close failed: let the thread close behind us
+                    worker.submit(self._close, _ignore)
+                worker.stop()
+                if closed:
+                    await asyncio.to_thread(worker.join)
+                else:
+                    self._retired = worker
+            self._started = False
+            stopped.set()
+            logger.info("storage %s stopped after %d commits", self.url, self.commits)
 
     async def __aenter__(self) -> Storage:
         await self.start()
@@ -126,13 +211,7 @@ class Storage(ABC):
     ) -> None:
         await self.stop()
 
-    # -- reads and writes -----------------------------------------------------------------------
-
-    async def load(self) -> StoredState:
-        """Read everything stored. Meant to be called once, after start() and before any write."""
-        if not self.running:
-            raise InvalidState(f"storage {self.url} is not running: call start() before load()")
-        return await self._load()
+    # -- writes ---------------------------------------------------------------------------------
 
     async def write(self, *records: Record) -> None:
         """Queue records and return once the batch holding them is committed.
@@ -143,97 +222,246 @@ class Storage(ABC):
         if not records:
             return
         self._enqueue(records)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._require_loop().create_future()
         self._waiters.append(waiter)
         await waiter
 
-    def write_nowait(self, *records: Record) -> None:
-        """Queue records for the next batch without waiting; a failed commit is only logged."""
+    def write_nowait(self, *records: Record, on_commit: OnCommit | None = None) -> None:
+        """Queue records for the next batch without waiting.
+
+        ``on_commit``, if given, is called on the event loop once that batch has committed (with
+        None) or failed (with the error; then nothing of the batch was written); with no records,
+        once everything queued before has. Without it a failed commit is only logged. A call costs
+        no future and no task, however many records it holds.
+        """
         if records:
             self._enqueue(records)
+            if on_commit is not None:
+                self._callbacks.append(on_commit)
+        elif on_commit is not None:
+            self._require_running()
+            self._after_queued(on_commit)
 
     async def flush(self) -> None:
-        """Wait until every record queued before this call is committed (or its batch failed)."""
-        writer = self._writer
-        if writer is None or writer.done():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._wake_writer()
-        await waiter
+        """Wait until every record queued before this call is committed or its batch has failed."""
+        if self._pending or self._flight is not None:
+            done: asyncio.Future[None] = self._require_loop().create_future()
+            self._after_queued(partial(_wake, done))
+            await done
+
+    def _after_queued(self, callback: OnCommit) -> None:
+        """Call ``callback`` once everything queued so far is committed (or its batch failed)."""
+        if self._pending:
+            self._callbacks.append(callback)
+        elif self._flight is not None:
+            self._flight.callbacks.append(callback)
+        else:
+            self._require_loop().call_soon(callback, None)
 
     def _enqueue(self, records: tuple[Record, ...]) -> None:
-        if not self.running:
-            raise InvalidState(f"storage {self.url} is not running: writes are accepted between start() and stop()")
-        for record in records:
-            if not isinstance(record, RECORD_TYPES):
-                raise TypeError(f"not a storage record: {record!r}")
-        self._pending.extend(records)
-        self._wake_writer()
+        self._require_running()
+        captured = [self._capture(record) for record in records]  # a bad record queues none of them
+        self._pending.extend(captured)
+        if self._flight is None and not self._cut_scheduled:
+            # Not now: whatever else is written in this turn of the loop joins the same batch.
+            self._cut_scheduled = True
+            self._require_loop().call_soon(self._cut)
 
-    def _wake_writer(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    def _capture(self, record: Record) -> Entry:
+        if isinstance(record, UpdateTask):
+            return (record, None)
+        if isinstance(record, PutTask):
+            return (record, self._capture_task(record.task))
+        if isinstance(record, PutSession):
+            return (record, self._capture_session(record.session))
+        if isinstance(record, PutApplication):
+            return (record, self._capture_application(record.app))
+        if isinstance(record, (DeleteSession, DeleteApplication)):
+            return (record, None)
+        raise TypeError(f"not a storage record: {record!r}")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def load(self, *, closed_tasks: bool = True) -> StoredState:
+        """Read the applications, the sessions and their tasks; ``closed_tasks=False`` leaves out
+        the tasks of closed sessions (read those with get_task/list_tasks when asked).
+
+        Every session's counters are counted from its stored tasks, loaded or not.
+        """
+        self._require_running("call start() before load()")
+        return await self._read(partial(self._read_state, closed_tasks))
+
+    async def get_task(self, session_id: str, task_id: str) -> Task | None:
+        """The stored task, as of every record written before this call; None if it is not stored."""
+        self._require_running("call start() before reading")
+        return await self._read(partial(self._read_task, session_id, task_id))
+
+    async def list_tasks(
+        self,
+        session_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        states: Iterable[TaskState] | None = None,
+    ) -> list[Task]:
+        """A session's stored tasks in task-id order (numeric ids by number), as of every record
+        written before this call: ``limit`` of them (all if None) after skipping ``offset``, only
+        those in ``states`` if given."""
+        self._require_running("call start() before reading")
+        offset, limit, chosen = _page(offset, limit, states)
+        if chosen == () or limit == 0:
+            return []
+        return await self._read(partial(self._read_tasks, session_id, offset, limit, chosen))
+
+    async def _read(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` after every record already queued is committed (or its batch failed)."""
+        if self._worker is None:  # inline engine: commit what is queued, then read
+            if self._pending:
+                self._cut()
+            return work()
+        done: asyncio.Future[_T] = self._require_loop().create_future()
+        job = (work, partial(_settle, done))
+        if self._pending and self._flight is not None:
+            self._reads_after_pending.append(job)  # _cut() submits it right after the pending batch
+        else:
+            if self._pending:
+                self._cut()
+            self._worker.submit(*job)
+        return await done
 
     # -- the writer -----------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        """Commit batches until stop() asks to finish and nothing is left queued."""
-        assert self._wake is not None
+    def _cut(self) -> None:
+        """Make everything queued one batch and hand it to the writer (or commit it, if inline)."""
+        self._cut_scheduled = False
+        if self._flight is not None or not self._pending:
+            return
+        entries, waiters, callbacks = self._pending, self._waiters, self._callbacks
+        self._pending, self._waiters, self._callbacks = [], [], []
+        reads, self._reads_after_pending = self._reads_after_pending, []
+        flight = _Flight(waiters, callbacks, len(entries))
+        worker = self._worker
+        if worker is not None and worker.stopped:  # stop() was cancelled: nobody will commit this
+            self._settle_flight(flight, Unavailable(f"storage {self.url} stopped before committing this write"))
+            for _work, done in reads:
+                done(None, Unavailable(f"storage {self.url} stopped before this read"))
+            return
         try:
-            while True:
-                if not self._pending and not self._waiters:
-                    if self._stopping:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                records, waiters = self._pending, self._waiters
-                self._pending, self._waiters = [], []
-                await self._commit_batch(records, waiters)
-        finally:
-            # Only reached with work left if the writer was cancelled: nobody will commit it now.
-            if self._pending:
-                logger.warning("storage %s: %d queued records dropped uncommitted", self.url, len(self._pending))
-            waiters, self._pending, self._waiters = self._waiters, [], []
-            _fail(waiters, lambda: Unavailable(f"storage {self.url} stopped before committing this write"))
-
-    async def _commit_batch(self, records: list[Record], waiters: list[asyncio.Future[None]]) -> None:
-        if records:
-            try:
-                batch = plan_batch(records)
-                commit = self._prepare(batch)
-                if self._commit_in_thread:
-                    await asyncio.to_thread(commit)
-                else:
+            commit = self._prepare(plan_batch(entries, self._merge_update))
+        except Exception as exc:
+            self._batch_done(flight, None, exc)
+            commit = None
+        if commit is not None:
+            if worker is None:
+                error: BaseException | None = None
+                try:
                     commit()
-            except asyncio.CancelledError:  # the commit may or may not land: the waiters cannot know
-                _fail(waiters, lambda: Unavailable(f"storage {self.url} stopped while committing this write"))
-                raise
-            except Exception as exc:
-                logger.error(
-                    "storage %s: a batch of %d records failed to commit and was rolled back",
-                    self.url,
-                    len(records),
-                    exc_info=exc,
-                )
-                _fail(waiters, partial(_commit_failed, self.url, exc))
-                return
+                except Exception as exc:
+                    error = exc
+                self._batch_done(flight, None, error)
+            else:
+                self._flight = flight
+                worker.submit(commit, partial(self._batch_done, flight))
+        for job in reads:
+            if worker is not None:
+                worker.submit(*job)
+
+    def _batch_done(self, flight: _Flight, _result: object, error: BaseException | None) -> None:
+        """On the loop, once per batch: wake its waiters and callbacks, then cut the next batch."""
+        if self._flight is flight:
+            self._flight = None
+        if error is None:
             self.commits += 1
-            logger.debug("storage %s: committed %d records as batch %d", self.url, batch.records, self.commits)
-        for waiter in waiters:
+            logger.debug("storage %s: committed %d records as batch %d", self.url, flight.records, self.commits)
+            self._settle_flight(flight, None)
+        else:
+            logger.error(
+                "storage %s: a batch of %d records failed to commit and was rolled back",
+                self.url,
+                flight.records,
+                exc_info=error,
+            )
+            self._settle_flight(flight, _commit_failed(self.url, error))
+        if self._pending and self._flight is None:
+            if self._worker is not None:
+                self._cut()  # the writer is idle and work is waiting: no need to wait a turn
+            elif not self._cut_scheduled:
+                self._cut_scheduled = True
+                self._require_loop().call_soon(self._cut)
+
+    def _settle_flight(self, flight: _Flight, error: FlameError | None) -> None:
+        for waiter in flight.waiters:
             if not waiter.done():
-                waiter.set_result(None)
+                if error is None:
+                    waiter.set_result(None)
+                else:  # each its own exception: one object raised in many tasks piles up tracebacks
+                    waiter.set_exception(_copy_error(error))
+        for callback in flight.callbacks:
+            try:
+                callback(None if error is None else _copy_error(error))
+            except Exception:
+                logger.exception("storage %s: an on_commit callback raised", self.url)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _require_running(self, hint: str = "writes are accepted between start() and stop()") -> None:
+        if not self.running:
+            raise InvalidState(f"storage {self.url} is not running: {hint}")
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise InvalidState(f"storage {self.url} is not running: call start() first")
+        return self._loop
+
+    async def _in_worker(self, worker: WriterThread, work: Callable[[], _T]) -> _T:
+        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        worker.submit(work, partial(_settle, done))
+        return await done
 
 
-def _commit_failed(url: str, cause: Exception) -> Internal:
+def _page(
+    offset: int, limit: int | None, states: Iterable[TaskState] | None
+) -> tuple[int, int | None, tuple[int, ...] | None]:
+    """Check list_tasks' paging arguments; raise InvalidArgument saying what is accepted."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidArgument(f"list_tasks: offset must be a whole number >= 0, got {offset!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgument(f"list_tasks: limit must be a whole number >= 0 or None (no limit), got {limit!r}")
+    if states is None:
+        return offset, limit, None
+    chosen: list[int] = []
+    for state in states:
+        if not isinstance(state, TaskState):
+            names = ", ".join(s.name for s in TaskState)
+            raise InvalidArgument(f"list_tasks: states must be TaskState values ({names}), got {state!r}")
+        chosen.append(int(state))
+    return offset, limit, tuple(sorted(set(chosen)))
+
+
+def _commit_failed(url: str, cause: BaseException) -> FlameError:
     error = Internal(f"storage {url}: commit failed, nothing of the batch was written: {cause}")
     error.__cause__ = cause
     return error
 
 
-def _fail(waiters: list[asyncio.Future[None]], make_error: Callable[[], Exception]) -> None:
-    """Fail each waiter with its own exception: one object raised in many tasks piles up tracebacks."""
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_exception(make_error())
+def _copy_error(error: FlameError) -> FlameError:
+    copy = type(error)(error.message)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _wake(future: asyncio.Future[None], _error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _ignore(_result: object, _error: BaseException | None) -> None:
+    pass

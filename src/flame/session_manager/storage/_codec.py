@@ -5,6 +5,10 @@ SQLite and PostgreSQL share these columns, in this order, so both engines encode
 Specs and events are JSON text with explicit keys (not ``dataclasses.asdict``) so that renaming a
 dataclass field cannot silently change the on-disk format; payloads (task input/output, session
 common data) stay BLOBs so they are never copied through a text encoding.
+
+A task's events live in two columns: ``events``, the JSON array a PutTask wrote, and
+``appended_events``, to which each later UpdateTask appends one ``,[code,message,time]`` fragment
+by string concatenation in SQL, so that a state change never reads or re-encodes the earlier events.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from flame.session_manager.storage._records import task_seq
+from flame.session_manager.storage._records import TaskUpdate, UpdateTask, task_seq
 from flame.types import (
     Application,
     ApplicationSchema,
@@ -60,6 +64,7 @@ TASK_COLUMNS = (
     "completion_time",
     "events",
     "attempts",
+    "appended_events",
 )
 
 
@@ -77,6 +82,20 @@ def decode_events(text: str) -> list[Event]:
     if text == "[]":
         return []
     return [Event(code=code, message=message, creation_time=time) for code, message, time in json.loads(text)]
+
+
+def event_fragment(event: Event) -> str:
+    """One event as appended to ``appended_events``: a comma, then the event's JSON array."""
+    message = "null" if event.message is None else json.dumps(event.message)
+    return f",[{int(event.code)},{message},{int(event.creation_time)}]"
+
+
+def decode_fragments(text: str) -> list[Event]:
+    if not text:
+        return []
+    return [
+        Event(code=code, message=message, creation_time=time) for code, message, time in json.loads(f"[{text[1:]}]")
+    ]
 
 
 def application_row(app: Application) -> Row:
@@ -181,11 +200,49 @@ def task_row(task: Task) -> Row:
         task.completion_time,
         encode_events(task.events),
         task.attempts,
+        "",
+    )
+
+
+def updated_task_row(row: Row, update: UpdateTask) -> Row:
+    """A task row (as task_row made it) with an update applied, for a put and its updates in one batch."""
+    session_id, task_id, seq, input_, _output, _state, created, _completed, events, _attempts, appended = row
+    if update.event is not None:
+        appended = f"{appended}{event_fragment(update.event)}"
+    return (
+        session_id,
+        task_id,
+        seq,
+        input_,
+        update.output,
+        int(update.state),
+        created,
+        update.completion_time,
+        events,
+        update.attempts,
+        appended,
+    )
+
+
+def update_params(update: TaskUpdate) -> Row:
+    """The parameters of the narrow UPDATE: the new fields, the event fragments, then the key."""
+    appended = "".join(event_fragment(event) for event in update.events)
+    return (
+        int(update.state),
+        update.output,
+        update.attempts,
+        update.completion_time,
+        appended,
+        update.session_id,
+        update.task_id,
     )
 
 
 def task_from_row(row: Sequence[Any]) -> Task:
-    session_id, task_id, _seq, input_, output, state, created, completed, events, attempts = row
+    session_id, task_id, _seq, input_, output, state, created, completed, events, attempts, appended = row
+    decoded = decode_events(events)
+    if appended:
+        decoded.extend(decode_fragments(appended))
     return Task(
         session_id=session_id,
         id=task_id,
@@ -194,6 +251,6 @@ def task_from_row(row: Sequence[Any]) -> Task:
         state=TaskState(state),
         creation_time=created,
         completion_time=completed,
-        events=decode_events(events),
+        events=decoded,
         attempts=attempts,
     )

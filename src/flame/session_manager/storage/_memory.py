@@ -1,9 +1,9 @@
 """Memory engine: no durability, for benchmarks, tests and ``storage: none``.
 
-It still goes through the shared group-commit writer and stores copies taken when the batch is
-cut, so code tested against it sees the same semantics as with SQLite: a later mutation of a live
-object is not stored until it is written again, and load() after stop()/start() of the same object
-returns what was committed.
+It keeps the shared writer's semantics without its thread: records are copied when written and
+a batch is committed on the event loop when it is cut, so code tested against it sees what it
+would see with SQLite: a later mutation of a live object is not stored until it is written again,
+and load() after stop()/start() of the same object returns what was committed.
 """
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from flame.session_manager.storage._base import Storage
-from flame.session_manager.storage._records import Batch, StoredState, session_order, task_order
-from flame.types import Application, Session, Task
+from flame.session_manager.storage._records import (
+    Batch,
+    StoredState,
+    TaskUpdate,
+    UpdateTask,
+    apply_counts,
+    session_order,
+    task_order,
+)
+from flame.types import Application, Session, SessionState, Task
 
 
 def _copy_application(app: Application) -> Application:
@@ -44,10 +53,22 @@ def _copy_task(task: Task) -> Task:
     )
 
 
+def _update(task: Task, update: UpdateTask | TaskUpdate) -> None:
+    task.state = update.state
+    task.attempts = update.attempts
+    task.output = update.output
+    task.completion_time = update.completion_time
+    if isinstance(update, UpdateTask):
+        if update.event is not None:
+            task.events.append(update.event)
+    else:
+        task.events.extend(update.events)
+
+
 class MemoryStorage(Storage):
     """Keeps committed records in dicts owned by this object."""
 
-    _commit_in_thread = False  # nothing blocks: commit on the event loop
+    _threaded = False  # nothing blocks: commit on the event loop
 
     def __init__(self, url: str = "memory") -> None:
         super().__init__(url)
@@ -55,30 +76,66 @@ class MemoryStorage(Storage):
         self._sessions: dict[str, Session] = {}
         self._tasks: dict[str, dict[str, Task]] = {}
 
-    async def _open(self) -> None:
-        pass
+    def _capture_application(self, app: Application) -> Any:
+        return _copy_application(app)
 
-    async def _close(self) -> None:
-        pass
+    def _capture_session(self, session: Session) -> Any:
+        return _copy_session(session)
 
-    async def _load(self) -> StoredState:
-        tasks = [_copy_task(task) for per_session in self._tasks.values() for task in per_session.values()]
-        return StoredState(
-            applications=[_copy_application(app) for _, app in sorted(self._applications.items())],
-            sessions=sorted((_copy_session(s) for s in self._sessions.values()), key=session_order),
-            tasks=sorted(tasks, key=task_order),
-        )
+    def _capture_task(self, task: Task) -> Any:
+        return _copy_task(task)
+
+    def _merge_update(self, captured: Any, update: UpdateTask) -> Any:
+        _update(captured, update)  # the capture is this engine's own copy
+        return captured
 
     def _prepare(self, batch: Batch) -> Callable[[], None]:
-        copied = Batch(
-            deleted_sessions=batch.deleted_sessions,
-            deleted_applications=batch.deleted_applications,
-            applications=[_copy_application(app) for app in batch.applications],
-            sessions=[_copy_session(session) for session in batch.sessions],
-            tasks=[_copy_task(task) for task in batch.tasks],
-            records=batch.records,
+        return partial(self._apply, batch)  # its objects were copied when written
+
+    def _open(self) -> None:
+        pass
+
+    def _close(self) -> None:
+        pass
+
+    def _read_state(self, closed_tasks: bool) -> StoredState:
+        sessions = sorted((_copy_session(s) for s in self._sessions.values()), key=session_order)
+        apply_counts(sessions, self._counts())
+        loaded = [
+            _copy_task(task)
+            for session_id, per_session in self._tasks.items()
+            if closed_tasks or self._is_open(session_id)
+            for task in per_session.values()
+        ]
+        return StoredState(
+            applications=[_copy_application(app) for _, app in sorted(self._applications.items())],
+            sessions=sessions,
+            tasks=sorted(loaded, key=task_order),
         )
-        return partial(self._apply, copied)
+
+    def _is_open(self, session_id: str) -> bool:
+        session = self._sessions.get(session_id)
+        return session is not None and session.state == SessionState.OPEN
+
+    def _counts(self) -> list[tuple[str, int, int]]:
+        counts: dict[tuple[str, int], int] = {}
+        for session_id, per_session in self._tasks.items():
+            for task in per_session.values():
+                key = (session_id, int(task.state))
+                counts[key] = counts.get(key, 0) + 1
+        return [(session_id, state, count) for (session_id, state), count in counts.items()]
+
+    def _read_task(self, session_id: str, task_id: str) -> Task | None:
+        task = self._tasks.get(session_id, {}).get(task_id)
+        return None if task is None else _copy_task(task)
+
+    def _read_tasks(
+        self, session_id: str, offset: int, limit: int | None, states: tuple[int, ...] | None
+    ) -> list[Task]:
+        tasks = self._tasks.get(session_id, {}).values()
+        chosen = sorted((t for t in tasks if states is None or t.state in states), key=task_order)
+        end = None if limit is None else offset + limit
+        return [_copy_task(task) for task in chosen[offset:end]]
 
     def _apply(self, batch: Batch) -> None:
         for session_id in batch.deleted_sessions:
@@ -95,3 +152,7 @@ class MemoryStorage(Storage):
             if per_session is None:
                 per_session = self._tasks[task.session_id] = {}
             per_session[task.id] = task
+        for update in batch.updates:
+            stored = self._tasks.get(update.session_id, {}).get(update.task_id)
+            if stored is not None:
+                _update(stored, update)

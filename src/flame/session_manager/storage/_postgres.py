@@ -1,7 +1,8 @@
 """PostgreSQL engine: the production store, one server shared by whatever runs the session manager.
 
-Same contract as SQLite: each batch is one transaction, committed in a worker thread, and ``write()``
-returns once it is committed. Durability is the server's: with its default ``synchronous_commit=on``
+Same contract as SQLite: each batch is one transaction, committed in the engine's writer thread
+(which alone opens and uses the connection), and ``write()`` returns once it is committed.
+Durability is the server's: with its default ``synchronous_commit=on``
 a commit is in the server's fsync'ed WAL before it is acknowledged, so acknowledged writes survive
 the session manager's death and the server's crash alike. Group commit pays that fsync once per batch.
 
@@ -9,7 +10,12 @@ A large batch of tasks goes through a binary COPY into a temporary staging table
 ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``: two to three times faster than ``executemany`` from
 about a hundred tasks up (10,000: ~130 ms against ~330 ms), while ``executemany`` (pipelined by
 psycopg) takes fewer round trips for the few tasks of a quiet moment. The upsert requires at most
-one row per key per statement, which ``plan_batch`` guarantees.
+one row per key per statement, which ``plan_batch`` guarantees. Narrow task updates take the same
+two routes: ``executemany`` of the UPDATE for a few, or a COPY into a second staging table and one
+``UPDATE ... FROM`` for many.
+
+Schema versions: 2 adds ``tasks.appended_events`` (see _codec); a version-1 schema is upgraded in
+place when opened (one ALTER TABLE, which PostgreSQL does without rewriting the table).
 
 Where the tables live: in the first schema of the connection's ``search_path``, so one database can
 hold several clusters (``?options=-csearch_path%3Dflame_prod``). Key columns use the "C" collation so
@@ -18,7 +24,8 @@ that rows load in the same order as from the other engines whatever the database
 A connection the server dropped (restart, failover, idle timeout) is replaced before the next batch,
 and a batch that failed because the connection broke under it is committed again once on a new
 connection. Replaying a batch is safe even if its first COMMIT landed: it is a set of keyed upserts
-and deletes, and nothing else is applied in between.
+and deletes, and nothing else is applied in between; a task update appends its events only if the
+stored events do not already end with them, so a replayed update does not append them twice.
 
 The driver, psycopg 3, is an optional dependency (``pip install 'flame-python[postgres]'``), imported
 when a postgres storage url is opened.
@@ -26,12 +33,9 @@ when a postgres storage url is opened.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,8 +43,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flame.errors import InvalidArgument, InvalidState, Unavailable
 from flame.session_manager.storage import _codec as codec
-from flame.session_manager.storage._base import Storage
-from flame.session_manager.storage._records import Batch, StoredState
+from flame.session_manager.storage._records import Batch, StoredState, apply_counts
+from flame.session_manager.storage._sql import Queries, Rows, SqlStorage, upsert
+from flame.types import Task
 
 if TYPE_CHECKING:
     import psycopg
@@ -49,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMES = ("postgresql", "postgres")
 ACCEPTED_FORM = (
     "postgres://user:password@host:port/database or postgresql://... "
@@ -109,32 +114,45 @@ _SCHEMA = (
         completion_time BIGINT,
         events TEXT NOT NULL,
         attempts INTEGER NOT NULL,
+        appended_events TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (session_id, id)
     )""",
 )
+#: From each version to the next.
+_UPGRADES = {1: ("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS appended_events TEXT NOT NULL DEFAULT ''",)}
 # Binary COPY sends values in the columns' exact types: keep in step with the tasks table above.
-_TASK_COPY_TYPES = ("text", "text", "int8", "bytea", "bytea", "int4", "int8", "int8", "text", "int4")
+_TASK_COPY_TYPES = ("text", "text", "int8", "bytea", "bytea", "int4", "int8", "int8", "text", "int4", "text")
+_UPDATE_COPY_TYPES = ("int4", "bytea", "int4", "int8", "text", "text", "text")  # codec.update_params' order
 _STAGING = "pg_temp.flame_tasks_in"  # per connection, emptied by every commit
-_COPY_FROM = 32  # tasks in a batch from which COPY beats executemany
+_STAGING_UPDATES = "pg_temp.flame_updates_in"
+_COPY_FROM = 32  # rows in a batch from which COPY beats executemany
 
-
-def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], source: str | None = None) -> str:
-    updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in columns if column not in key)
-    names = ", ".join(columns)
-    rows = f"VALUES ({', '.join(['%s'] * len(columns))})" if source is None else f"SELECT {names} FROM {source}"
-    return f"INSERT INTO {table} ({names}) {rows} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-
-
-_PUT_APPLICATION = _upsert("applications", codec.APPLICATION_COLUMNS, ("name",))
-_PUT_SESSION = _upsert("sessions", codec.SESSION_COLUMNS, ("id",))
-_PUT_TASK = _upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"))
-_PUT_STAGED_TASKS = _upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"), source=_STAGING)
-_CREATE_STAGING = f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE tasks) ON COMMIT DELETE ROWS"
+_Q = Queries("%s")
+_PUT_APPLICATION = upsert("applications", codec.APPLICATION_COLUMNS, ("name",), "%s")
+_PUT_SESSION = upsert("sessions", codec.SESSION_COLUMNS, ("id",), "%s")
+_PUT_TASK = upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"), "%s")
+_PUT_STAGED_TASKS = upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"), "%s", source=_STAGING)
+_CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE tasks) ON COMMIT DELETE ROWS",
+    f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGING_UPDATES} (
+        state INTEGER, output BYTEA, attempts INTEGER, completion_time BIGINT, appended TEXT,
+        session_id TEXT COLLATE "C", id TEXT COLLATE "C"
+    ) ON COMMIT DELETE ROWS""",
+)
 _COPY_TASKS = f"COPY {_STAGING} ({', '.join(codec.TASK_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_SELECT_APPLICATIONS = f"SELECT {', '.join(codec.APPLICATION_COLUMNS)} FROM applications ORDER BY name"
-_SELECT_SESSIONS = f"SELECT {', '.join(codec.SESSION_COLUMNS)} FROM sessions ORDER BY creation_time, id"
-# Same order as _records.task_order: numeric ids first, in number order.
-_SELECT_TASKS = f"SELECT {', '.join(codec.TASK_COLUMNS)} FROM tasks ORDER BY session_id, seq IS NULL, seq, id"
+_COPY_UPDATES = f"COPY {_STAGING_UPDATES} FROM STDIN (FORMAT BINARY)"
+# Idempotent, for the replay after a broken connection: events already at the end are not appended again.
+_UPDATE_TASK = (
+    "UPDATE tasks SET state = %s, output = %s, attempts = %s, completion_time = %s, "
+    "appended_events = appended_events || %s WHERE session_id = %s AND id = %s "
+    "AND (%s::text = '' OR right(appended_events, length(%s::text)) <> %s::text)"
+)
+_UPDATE_STAGED_TASKS = (
+    f"UPDATE tasks SET state = u.state, output = u.output, attempts = u.attempts, "
+    f"completion_time = u.completion_time, appended_events = tasks.appended_events || u.appended "
+    f"FROM {_STAGING_UPDATES} AS u WHERE tasks.session_id = u.session_id AND tasks.id = u.id "
+    f"AND (u.appended = '' OR right(tasks.appended_events, length(u.appended)) <> u.appended)"
+)
 
 
 def is_postgres_url(url: str) -> bool:
@@ -192,21 +210,8 @@ def _conninfo(pg: ModuleType, url: str, shown: str) -> str:
     return str(pg.conninfo.make_conninfo(text, **defaults))
 
 
-@dataclass
-class _Rows:
-    """A batch already serialized on the event loop, ready for the worker thread."""
-
-    deleted_sessions: list[str]
-    deleted_applications: list[str]
-    applications: list[codec.Row]
-    sessions: list[codec.Row]
-    tasks: list[codec.Row]
-
-
-class PostgresStorage(Storage):
+class PostgresStorage(SqlStorage):
     """Storage in a PostgreSQL database named by a libpq URI; ``url`` is shown without its password."""
-
-    _commit_in_thread = True
 
     def __init__(self, url: str) -> None:
         shown = redact(url)
@@ -214,32 +219,19 @@ class PostgresStorage(Storage):
         self._pg = _driver(shown)
         self._conninfo = _conninfo(self._pg, url, shown)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._lock = threading.Lock()
-
-    async def _open(self) -> None:
-        await asyncio.to_thread(self._locked, self._connect)
-
-    async def _close(self) -> None:
-        await asyncio.to_thread(self._locked, self._disconnect)
-
-    async def _load(self) -> StoredState:
-        return await asyncio.to_thread(self._locked, self._read_all)
 
     def _prepare(self, batch: Batch) -> Callable[[], None]:
-        rows = _Rows(
-            deleted_sessions=batch.deleted_sessions,
-            deleted_applications=batch.deleted_applications,
-            applications=[codec.application_row(app) for app in batch.applications],
-            sessions=[codec.session_row(session) for session in batch.sessions],
-            tasks=[codec.task_row(task) for task in batch.tasks],
-        )
-        return partial(self._locked, partial(self._commit_rows, rows))
+        return partial(self._commit_rows, Rows.of(batch))
 
-    # -- everything below runs in a worker thread ------------------------------------------------
+    # -- everything below runs in the writer thread ----------------------------------------------
 
-    def _locked(self, func: Callable[[], _T]) -> _T:
-        with self._lock:
-            return func()
+    def _open(self) -> None:
+        self._connect()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         pg = self._pg
@@ -258,11 +250,6 @@ class PostgresStorage(Storage):
             raise
         self._conn = conn
         return conn
-
-    def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The open connection, replaced first if the server dropped it.
@@ -287,14 +274,9 @@ class PostgresStorage(Storage):
                 version = 0 if row is None else int(row[0])
                 self._check_version(version)
                 if version < SCHEMA_VERSION:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO schema_version (version) VALUES (%s) "
-                        "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
-                        (SCHEMA_VERSION,),
-                    )
-                conn.execute(_CREATE_STAGING)
+                    self._upgrade(conn, version)
+                for statement in _CREATE_STAGING:
+                    conn.execute(statement)
                 schema = conn.execute("SELECT current_schema()").fetchone()
         except pg.OperationalError as exc:
             raise Unavailable(f"lost the storage database {self.url} while preparing it: {exc}") from exc
@@ -302,6 +284,22 @@ class PostgresStorage(Storage):
             raise InvalidArgument(f"cannot prepare the storage database {self.url}: {str(exc).strip()}") from exc
         logger.info(
             "storage database %s opened (schema %s, version %d)", self.url, schema[0] if schema else "?", SCHEMA_VERSION
+        )
+
+    def _upgrade(self, conn: psycopg.Connection[tuple[Any, ...]], version: int) -> None:
+        """Create the schema (version 0) or upgrade it; inside _prepare_schema's transaction."""
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        else:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _UPGRADES[step]:
+                    conn.execute(statement)
+            logger.info("storage database %s upgraded from schema version %d", self.url, version)
+        conn.execute(
+            "INSERT INTO schema_version (version) VALUES (%s) "
+            "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+            (SCHEMA_VERSION,),
         )
 
     def _check_version(self, version: int) -> None:
@@ -312,7 +310,7 @@ class PostgresStorage(Storage):
                 "upgrade Flame or point the storage url at another database or schema"
             )
 
-    def _commit_rows(self, rows: _Rows) -> None:
+    def _commit_rows(self, rows: Rows) -> None:
         conn = self._connection()
         try:
             self._apply(conn, rows)
@@ -324,7 +322,7 @@ class PostgresStorage(Storage):
             self._apply(self._connection(), rows)
 
     @staticmethod
-    def _apply(conn: psycopg.Connection[tuple[Any, ...]], rows: _Rows) -> None:
+    def _apply(conn: psycopg.Connection[tuple[Any, ...]], rows: Rows) -> None:
         with conn.transaction(), conn.cursor() as cur:
             if rows.deleted_sessions:
                 cur.execute("DELETE FROM tasks WHERE session_id = ANY(%s)", (rows.deleted_sessions,))
@@ -338,22 +336,46 @@ class PostgresStorage(Storage):
             if 0 < len(rows.tasks) < _COPY_FROM:
                 cur.executemany(_PUT_TASK, rows.tasks)
             elif rows.tasks:
-                with cur.copy(_COPY_TASKS) as copy:
-                    copy.set_types(_TASK_COPY_TYPES)
-                    for row in rows.tasks:
-                        copy.write_row(row)
+                _copy(cur, _COPY_TASKS, _TASK_COPY_TYPES, rows.tasks)
                 cur.execute(_PUT_STAGED_TASKS)
+            if 0 < len(rows.updates) < _COPY_FROM:
+                # row[4] is the appended events (codec.update_params), which the guard repeats three times.
+                cur.executemany(_UPDATE_TASK, [(*row, row[4], row[4], row[4]) for row in rows.updates])
+            elif rows.updates:
+                _copy(cur, _COPY_UPDATES, _UPDATE_COPY_TYPES, rows.updates)
+                cur.execute(_UPDATE_STAGED_TASKS)
 
-    def _read_all(self) -> StoredState:
+    def _read_state(self, closed_tasks: bool) -> StoredState:
         conn = self._connection()
         # One snapshot for the three tables.
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            sessions = _decode(cur, _Q.select_sessions, codec.session_from_row)
+            cur.execute(_Q.count_tasks)
+            apply_counts(sessions, cur.fetchall())
             return StoredState(
-                applications=_decode(cur, _SELECT_APPLICATIONS, codec.application_from_row),
-                sessions=_decode(cur, _SELECT_SESSIONS, codec.session_from_row),
-                tasks=_decode(cur, _SELECT_TASKS, codec.task_from_row),
+                applications=_decode(cur, _Q.select_applications, codec.application_from_row),
+                sessions=sessions,
+                tasks=_decode(cur, _Q.select_tasks if closed_tasks else _Q.select_open_tasks, codec.task_from_row),
             )
+
+    def _read_task(self, session_id: str, task_id: str) -> Task | None:
+        row = self._connection().execute(_Q.select_task, (session_id, task_id)).fetchone()
+        return None if row is None else codec.task_from_row(row)
+
+    def _read_tasks(
+        self, session_id: str, offset: int, limit: int | None, states: tuple[int, ...] | None
+    ) -> list[Task]:
+        states = states or ()
+        rows = self._connection().execute(_Q.select_page(len(states)), (session_id, *states, limit, offset))
+        return [codec.task_from_row(row) for row in rows.fetchall()]
+
+
+def _copy(cur: psycopg.Cursor[tuple[Any, ...]], statement: str, types: Sequence[str], rows: list[codec.Row]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _decode(cur: psycopg.Cursor[tuple[Any, ...]], query: str, decode: Callable[[Sequence[Any]], _T]) -> list[_T]:

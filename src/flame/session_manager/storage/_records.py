@@ -1,16 +1,23 @@
 """What the session manager asks storage to persist, and how a batch of requests is reduced.
 
-Records name whole objects rather than field changes: the session manager keeps the live objects in
-memory and hands storage the object it just changed. That keeps the storage interface five types
-wide and makes every write an idempotent upsert, which is what lets a batch drop superseded records.
+Most records name whole objects rather than field changes: the session manager keeps the live
+objects in memory and hands storage the object it just changed, so every put is an idempotent
+upsert and a batch can drop superseded records. The one exception is the hot path: a task that
+changed state after its creation is written as an ``UpdateTask``, the few fields a transition
+changes plus the one event it added, so that finishing a task never re-sends its input or
+re-encodes its earlier events.
+
+A record is captured when it is written: the engine copies or encodes the object at once, so a
+later change to the live object reaches storage only through a later record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from flame.types import Application, Session, Task
+from flame.types import Application, Event, Session, Task, TaskState
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,10 @@ class DeleteApplication:
 
 @dataclass(frozen=True)
 class PutSession:
-    """Create or replace a session: spec, state, times, counters, events and next_task_id."""
+    """Create or replace a session: spec, state, times, events and next_task_id.
+
+    Its task counters are stored too, but a load counts them from the stored tasks instead.
+    """
 
     session: Session
 
@@ -43,22 +53,51 @@ class DeleteSession:
 
 @dataclass(frozen=True)
 class PutTask:
-    """Create or replace the task keyed by (session_id, id)."""
+    """Create or replace the task keyed by (session_id, id), events and all."""
 
     task: Task
 
 
-Record = PutApplication | DeleteApplication | PutSession | DeleteSession | PutTask
-RECORD_TYPES = (PutApplication, DeleteApplication, PutSession, DeleteSession, PutTask)
+@dataclass(frozen=True, slots=True)
+class UpdateTask:
+    """A stored task changed state: its new state, attempts, output and completion time, and the
+    one event the change added (None for none), appended to the events already stored.
+
+    An update of a task that is not stored (its session was deleted) changes nothing.
+    """
+
+    session_id: str
+    task_id: str
+    state: TaskState
+    attempts: int
+    output: bytes | None
+    completion_time: int | None
+    event: Event | None = None
+
+    @classmethod
+    def of(cls, task: Task, event: Event | None = None) -> UpdateTask:
+        """The update that brings the stored copy of ``task`` to its current fields plus ``event``.
+
+        ``event`` is the one event appended to ``task.events`` since its last record.
+        """
+        return cls(task.session_id, task.id, task.state, task.attempts, task.output, task.completion_time, event)
+
+
+Record = PutApplication | DeleteApplication | PutSession | DeleteSession | PutTask | UpdateTask
+RECORD_TYPES = (PutApplication, DeleteApplication, PutSession, DeleteSession, PutTask, UpdateTask)
 
 
 @dataclass
 class StoredState:
-    """Everything storage holds, as read once when the session manager starts."""
+    """What storage holds, as read once when the session manager starts.
+
+    Every session's counters (pending, running, succeed, failed, cancelled) are counted from its
+    stored tasks, whether or not those tasks are in ``tasks``.
+    """
 
     applications: list[Application]
     sessions: list[Session]
-    tasks: list[Task]  # every task of every session, ordered by session id then numeric task id
+    tasks: list[Task]  # ordered by session id then numeric task id
 
 
 # Task ids are decimal counters in Flame; longer strings than this would overflow SQLite's INTEGER.
@@ -85,47 +124,98 @@ def session_order(session: Session) -> tuple[int, str]:
     return (session.creation_time, session.id)
 
 
+@dataclass(slots=True)
+class TaskUpdate:
+    """The UpdateTasks of one task in one batch, folded together: the last one's fields, all events."""
+
+    session_id: str
+    task_id: str
+    state: TaskState
+    attempts: int
+    output: bytes | None
+    completion_time: int | None
+    events: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def first(cls, update: UpdateTask) -> TaskUpdate:
+        events = [] if update.event is None else [update.event]
+        return cls(
+            update.session_id,
+            update.task_id,
+            update.state,
+            update.attempts,
+            update.output,
+            update.completion_time,
+            events,
+        )
+
+    def fold(self, update: UpdateTask) -> None:
+        self.state = update.state
+        self.attempts = update.attempts
+        self.output = update.output
+        self.completion_time = update.completion_time
+        if update.event is not None:
+            self.events.append(update.event)
+
+
+#: A record paired with what the engine captured of it when it was written (None for deletes and
+#: updates, which hold nothing mutable).
+Entry = tuple[Record, Any]
+
+#: Applies an update to a task captured earlier in the same batch and returns the new capture.
+MergeUpdate = Callable[[Any, UpdateTask], Any]
+
+
 @dataclass
 class Batch:
     """A reduced batch: at most one entry per key, safe to apply table by table.
 
-    Engines apply it in this order: deleted sessions (with their tasks), deleted applications,
-    then the puts. That is equivalent to applying the original records one by one because a
-    DeleteSession already dropped every earlier put of its session from the batch, so whatever put
-    of that session is left came after the delete.
+    Engines apply it in this order: deleted sessions (with their tasks), deleted applications, the
+    puts, then the updates. That is equivalent to applying the original records one by one because
+    a DeleteSession already dropped every earlier put and update of its session from the batch, a
+    put already absorbed the updates of its task that came after it and dropped those before it,
+    and an update left over names a task not put in this batch.
+
+    Puts hold the engine's captures (rows for SQL, copies for memory).
     """
 
     deleted_sessions: list[str]
     deleted_applications: list[str]
-    applications: list[Application]
-    sessions: list[Session]
-    tasks: list[Task]
+    applications: list[Any]
+    sessions: list[Any]
+    tasks: list[Any]
+    updates: list[TaskUpdate]
     records: int  # how many records were reduced into this batch (for logs)
 
 
-def plan_batch(records: Iterable[Record]) -> Batch:
-    """Reduce records to a Batch: the last record for a key wins, a DeleteSession drops earlier puts."""
-    apps: dict[str, Application | None] = {}  # None marks a delete
-    sessions: dict[str, Session] = {}
-    tasks: dict[str, dict[str, Task]] = {}
+def plan_batch(entries: Iterable[Entry], merge: MergeUpdate) -> Batch:
+    """Reduce captured records to a Batch: the last record for a key wins, a DeleteSession drops
+    earlier puts and updates of its session, an update folds into the put or update before it."""
+    apps: dict[str, Any] = {}  # None marks a delete
+    sessions: dict[str, Any] = {}
+    tasks: dict[str, dict[str, Any]] = {}
+    updates: dict[str, dict[str, TaskUpdate]] = {}
     deleted: dict[str, None] = {}  # an ordered set
     count = 0
-    for record in records:
+    for record, captured in entries:
         count += 1
-        if isinstance(record, PutTask):  # by far the most frequent record, so tested first
+        if isinstance(record, UpdateTask):  # the most frequent records, so tested first
+            _plan_update(record, tasks, updates, merge)
+        elif isinstance(record, PutTask):
             task = record.task
-            per_session = tasks.get(task.session_id)
-            if per_session is None:
-                per_session = tasks[task.session_id] = {}
-            per_session[task.id] = task
+            tasks.setdefault(task.session_id, {})[task.id] = captured
+            per_session = updates.get(task.session_id)
+            if per_session is not None:
+                per_session.pop(task.id, None)
         elif isinstance(record, PutSession):
-            sessions[record.session.id] = record.session
+            sessions[record.session.id] = captured
         elif isinstance(record, DeleteSession):
             sessions.pop(record.session_id, None)
             tasks.pop(record.session_id, None)
+            updates.pop(record.session_id, None)
             deleted[record.session_id] = None
         elif isinstance(record, PutApplication):
-            apps[record.app.name] = record.app
+            apps[record.app.name] = captured
         elif isinstance(record, DeleteApplication):
             apps[record.name] = None
         else:
@@ -136,5 +226,47 @@ def plan_batch(records: Iterable[Record]) -> Batch:
         applications=[app for app in apps.values() if app is not None],
         sessions=list(sessions.values()),
         tasks=[task for per_session in tasks.values() for task in per_session.values()],
+        updates=[update for per_session in updates.values() for update in per_session.values()],
         records=count,
     )
+
+
+def _plan_update(
+    record: UpdateTask,
+    tasks: dict[str, dict[str, Any]],
+    updates: dict[str, dict[str, TaskUpdate]],
+    merge: MergeUpdate,
+) -> None:
+    put = tasks.get(record.session_id)
+    if put is not None and record.task_id in put:
+        put[record.task_id] = merge(put[record.task_id], record)
+        return
+    per_session = updates.get(record.session_id)
+    if per_session is None:
+        per_session = updates[record.session_id] = {}
+    folded = per_session.get(record.task_id)
+    if folded is None:
+        per_session[record.task_id] = TaskUpdate.first(record)
+    else:
+        folded.fold(record)
+
+
+def apply_counts(sessions: Iterable[Session], counts: Iterable[tuple[str, int, int]]) -> None:
+    """Set each session's task counters from (session id, task state, how many) rows."""
+    by_id = {session.id: session for session in sessions}
+    for session in by_id.values():
+        session.pending = session.running = session.succeed = session.failed = session.cancelled = 0
+    for session_id, state, count in counts:
+        if session_id not in by_id:
+            continue
+        session = by_id[session_id]
+        if state == TaskState.PENDING:
+            session.pending += count
+        elif state == TaskState.RUNNING:
+            session.running += count
+        elif state == TaskState.SUCCEED:
+            session.succeed += count
+        elif state == TaskState.FAILED:
+            session.failed += count
+        elif state == TaskState.CANCELLED:
+            session.cancelled += count

@@ -7,32 +7,30 @@ commits (fsync happens at checkpoints). ``FULL`` would fsync on every commit for
 session manager does not promise (it promises to survive its own process dying), and group commit
 already amortises whatever a commit costs.
 
-The connection is opened with ``check_same_thread=False`` because commits run in worker threads,
-and every use goes through ``_lock`` so two threads never touch it at once.
+The connection is opened, used and closed in the engine's writer thread only (sqlite3's default
+same-thread check enforces that), so it needs no lock.
+
+Schema versions: 1 had a task's events in one JSON column; 2 adds ``appended_events`` for the
+narrow UpdateTask. Opening a version-1 file upgrades it in place (one ALTER TABLE, no rewrite).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from flame.errors import Internal, InvalidArgument, InvalidState
 from flame.session_manager.storage import _codec as codec
-from flame.session_manager.storage._base import Storage
-from flame.session_manager.storage._records import Batch, StoredState
+from flame.session_manager.storage._records import Batch, StoredState, apply_counts
+from flame.session_manager.storage._sql import Queries, Rows, SqlStorage, upsert
+from flame.types import Task
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS applications (
@@ -70,76 +68,41 @@ _SCHEMA = (
         completion_time INTEGER,
         events TEXT NOT NULL,
         attempts INTEGER NOT NULL,
+        appended_events TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (session_id, id)
     )""",
 )
 
+#: From each version to the next.
+_UPGRADES = {1: ("ALTER TABLE tasks ADD COLUMN appended_events TEXT NOT NULL DEFAULT ''",)}
 
-def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
-    updates = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in key)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    )
-
-
-_PUT_APPLICATION = _upsert("applications", codec.APPLICATION_COLUMNS, ("name",))
-_PUT_SESSION = _upsert("sessions", codec.SESSION_COLUMNS, ("id",))
-_PUT_TASK = _upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"))
-_SELECT_APPLICATIONS = f"SELECT {', '.join(codec.APPLICATION_COLUMNS)} FROM applications ORDER BY name"
-_SELECT_SESSIONS = f"SELECT {', '.join(codec.SESSION_COLUMNS)} FROM sessions ORDER BY creation_time, id"
-# Same order as _records.task_order: numeric ids first, in number order.
-_SELECT_TASKS = f"SELECT {', '.join(codec.TASK_COLUMNS)} FROM tasks ORDER BY session_id, seq IS NULL, seq, id"
+_Q = Queries("?")
+_PUT_APPLICATION = upsert("applications", codec.APPLICATION_COLUMNS, ("name",), "?")
+_PUT_SESSION = upsert("sessions", codec.SESSION_COLUMNS, ("id",), "?")
+_PUT_TASK = upsert("tasks", codec.TASK_COLUMNS, ("session_id", "id"), "?")
+_NO_LIMIT = -1
 
 
-@dataclass
-class _Rows:
-    """A batch already serialized on the event loop, ready for the worker thread."""
-
-    deleted_sessions: list[tuple[str]]
-    deleted_applications: list[tuple[str]]
-    applications: list[codec.Row]
-    sessions: list[codec.Row]
-    tasks: list[codec.Row]
-
-
-class SqliteStorage(Storage):
+class SqliteStorage(SqlStorage):
     """Storage in one SQLite file at ``path`` (its parent directories are created)."""
-
-    _commit_in_thread = True
 
     def __init__(self, url: str, path: Path) -> None:
         super().__init__(url)
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    async def _open(self) -> None:
-        self._conn = await asyncio.to_thread(self._connect)
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(self._locked, conn.close)
-
-    async def _load(self) -> StoredState:
-        return await asyncio.to_thread(self._locked, self._read_all)
 
     def _prepare(self, batch: Batch) -> Callable[[], None]:
-        rows = _Rows(
-            deleted_sessions=[(session_id,) for session_id in batch.deleted_sessions],
-            deleted_applications=[(name,) for name in batch.deleted_applications],
-            applications=[codec.application_row(app) for app in batch.applications],
-            sessions=[codec.session_row(session) for session in batch.sessions],
-            tasks=[codec.task_row(task) for task in batch.tasks],
-        )
-        return partial(self._locked, partial(self._commit_rows, rows))
+        return partial(self._commit_rows, Rows.of(batch))
 
-    # -- everything below runs in a worker thread ------------------------------------------------
+    # -- everything below runs in the writer thread ----------------------------------------------
 
-    def _locked(self, func: Callable[[], _T]) -> _T:
-        with self._lock:
-            return func()
+    def _open(self) -> None:
+        self._conn = self._connect()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -153,7 +116,7 @@ class SqliteStorage(Storage):
             raise InvalidArgument(f"cannot create the directory for the storage database {self.path}: {exc}") from exc
         try:
             # isolation_level=None: no implicit transactions; _commit_rows issues BEGIN/COMMIT itself.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise InvalidArgument(f"cannot open the storage database {self.path}: {exc}") from exc
         try:
@@ -179,32 +142,51 @@ class SqliteStorage(Storage):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
+                self._upgrade(conn, version)
         except sqlite3.Error as exc:
             raise InvalidArgument(f"cannot prepare the storage database {self.path}: {exc}") from exc
         if str(mode).lower() != "wal":
             raise Internal(f"the storage database {self.path} refused WAL mode (journal_mode is {mode})")
         logger.info("storage database %s opened (schema version %d)", self.path, SCHEMA_VERSION)
 
-    def _commit_rows(self, rows: _Rows) -> None:
+    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
+        """Create the schema (version 0: a new file) or upgrade it, in one transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            else:
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _UPGRADES[step]:
+                        conn.execute(statement)
+                logger.info("storage database %s upgraded from schema version %d", self.path, version)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _commit_rows(self, rows: Rows) -> None:
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             if rows.deleted_sessions:
-                conn.executemany("DELETE FROM tasks WHERE session_id = ?", rows.deleted_sessions)
-                conn.executemany("DELETE FROM sessions WHERE id = ?", rows.deleted_sessions)
+                deleted = [(session_id,) for session_id in rows.deleted_sessions]
+                conn.executemany("DELETE FROM tasks WHERE session_id = ?", deleted)
+                conn.executemany("DELETE FROM sessions WHERE id = ?", deleted)
             if rows.deleted_applications:
-                conn.executemany("DELETE FROM applications WHERE name = ?", rows.deleted_applications)
+                conn.executemany(
+                    "DELETE FROM applications WHERE name = ?", [(name,) for name in rows.deleted_applications]
+                )
             if rows.applications:
                 conn.executemany(_PUT_APPLICATION, rows.applications)
             if rows.sessions:
                 conn.executemany(_PUT_SESSION, rows.sessions)
             if rows.tasks:
                 conn.executemany(_PUT_TASK, rows.tasks)
+            if rows.updates:
+                conn.executemany(_Q.update_task, rows.updates)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -214,14 +196,29 @@ class SqliteStorage(Storage):
                     logger.exception("storage %s: rollback failed", self.url)
             raise
 
-    def _read_all(self) -> StoredState:
+    def _read_state(self, closed_tasks: bool) -> StoredState:
         conn = self._connection()
-        conn.execute("BEGIN")  # one read transaction: the three tables come from the same snapshot
+        conn.execute("BEGIN")  # one read transaction: the tables come from the same snapshot
         try:
+            sessions = [codec.session_from_row(row) for row in conn.execute(_Q.select_sessions)]
+            apply_counts(sessions, conn.execute(_Q.count_tasks))
+            query = _Q.select_tasks if closed_tasks else _Q.select_open_tasks
             return StoredState(
-                applications=[codec.application_from_row(row) for row in conn.execute(_SELECT_APPLICATIONS)],
-                sessions=[codec.session_from_row(row) for row in conn.execute(_SELECT_SESSIONS)],
-                tasks=[codec.task_from_row(row) for row in conn.execute(_SELECT_TASKS)],
+                applications=[codec.application_from_row(row) for row in conn.execute(_Q.select_applications)],
+                sessions=sessions,
+                tasks=[codec.task_from_row(row) for row in conn.execute(query)],
             )
         finally:
             conn.execute("ROLLBACK")
+
+    def _read_task(self, session_id: str, task_id: str) -> Task | None:
+        row = self._connection().execute(_Q.select_task, (session_id, task_id)).fetchone()
+        return None if row is None else codec.task_from_row(row)
+
+    def _read_tasks(
+        self, session_id: str, offset: int, limit: int | None, states: tuple[int, ...] | None
+    ) -> list[Task]:
+        states = states or ()
+        params = (session_id, *states, _NO_LIMIT if limit is None else limit, offset)
+        rows = self._connection().execute(_Q.select_page(len(states)), params)
+        return [codec.task_from_row(row) for row in rows]
