@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
-from flame.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from flame.errors import AlreadyExists, Internal, InvalidArgument, InvalidState, NotFound
 from flame.protocol import backend_pb2, types_pb2
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
 from flame.session_manager.scheduler import plan
-from flame.session_manager.storage import MemoryStorage, PutTask
+from flame.session_manager.storage import MemoryStorage
 from flame.types import (
     EVENT_SESSION_BIND_FAILED,
     EVENT_SESSION_BIND_GIVEN_UP,
@@ -77,9 +77,9 @@ class Harness:
         changed = self.fleet.task_outcomes(
             [backend_pb2.TaskOutcome(executor_id=executor_id, session_id=session_id, task_id=task_id, **kw)]  # type: ignore[arg-type]
         )
-        await self.storage.write(*(PutTask(t) for ts in changed.values() for t in ts))
         for sid, tasks in changed.items():
-            self.c.publish(self.c.sessions[sid], tasks)
+            self.c.commit_and_publish(self.c.sessions[sid], tasks)
+        await self.storage.flush()
 
     async def bound_executor(self, session_id: str) -> str:
         """Schedule, and answer the create+bind with Bound; return the executor id."""
@@ -436,5 +436,67 @@ def test_closing_a_session_while_its_executor_binds_unbinds_it_and_it_never_coun
         assert executor_id not in h.c.sessions["s"].executors
         h.report(executor_id, X.ExecutorIdle)
         assert h.c.executors[executor_id].executor.state == ExecutorState.IDLE
+
+    run(main)
+
+
+class FlakyStorage(MemoryStorage):
+    """Memory storage whose next commit fails when armed (as a full disk would)."""
+
+    fail_next = False
+
+    def _apply(self, batch: Any) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("No space left on device")
+        super()._apply(batch)
+
+
+def test_a_close_that_fails_to_commit_changes_nothing() -> None:
+    async def main() -> None:
+        storage = FlakyStorage("memory")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app"))
+        await h.c.create_tasks("s", [b"1", b"2"])
+        storage.fail_next = True
+        with pytest.raises(Internal, match="No space left on device"):
+            await h.c.close_session("s")
+        rec = h.c.sessions["s"]
+        assert rec.session.state == SessionState.OPEN and rec.session.completion_time is None
+        assert [h.c.get_task("s", t).state for t in ("1", "2")] == [TaskState.PENDING] * 2
+        assert (rec.session.pending, rec.session.cancelled, list(rec.pending)) == (2, 0, ["1", "2"])
+        # It still takes tasks, and a second close works.
+        await h.c.create_tasks("s", [b"3"])
+        await h.c.close_session("s")
+        assert rec.session.state == SessionState.CLOSED and rec.session.cancelled == 3
+        stored = await storage.load()
+        assert [s.state for s in stored.sessions] == [SessionState.CLOSED]
+        assert {t.id: t.state for t in stored.tasks} == {str(i): TaskState.CANCELLED for i in (1, 2, 3)}
+
+    run(main)
+
+
+def test_tasks_whose_creation_fails_to_commit_are_forgotten_even_if_dispatched() -> None:
+    async def main() -> None:
+        storage = FlakyStorage("memory")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", min_instances=1, max_instances=1))
+        executor_id = await h.bound_executor("s")
+        storage.fail_next = True
+        with pytest.raises(Internal, match="could not be stored"):
+            await h.c.create_tasks("s", [b"a", b"b"])
+        dispatched = (await h.take()).run  # it went out before the commit failed
+        assert [r.task.task_id for r in dispatched] == ["1", "2"]
+        rec = h.c.sessions["s"]
+        assert (rec.tasks, list(rec.pending), rec.session.pending, rec.session.running) == ({}, [], 0, 0)
+        assert h.c.executors[executor_id].inflight == {}
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"late")  # ignored
+        assert rec.tasks == {} and rec.session.succeed == 0
+        assert (await storage.load()).tasks == []
+        # The next tasks get new ids and run.
+        [task] = await h.c.create_tasks("s", [b"c"])
+        assert task.id == "3" and task.state == TaskState.RUNNING
 
     run(main)

@@ -16,7 +16,6 @@ from flame.session_manager.controller import Controller
 from flame.session_manager.fleet import Fleet
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
-from flame.session_manager.storage import PutTask
 from flame.types import ExecutorState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -76,13 +75,13 @@ class BackendService(backend_pb2_grpc.BackendServicer):
     async def _read(self, messages: AsyncIterator[Any], node: NodeRecord, link: NodeLink) -> None:
         try:
             async for message in messages:
-                await self._handle(node, message)
+                self._handle(node, message)
         except grpc.aio.AioRpcError as exc:
             logger.info("stream from node %s ended: %s", link.node_name, exc.code())
         finally:
             link.close()
 
-    async def _handle(self, node: NodeRecord, message: backend_pb2.AgentMessage) -> None:
+    def _handle(self, node: NodeRecord, message: backend_pb2.AgentMessage) -> None:
         self.fleet.heartbeat(node)
         for report in message.executors:
             if report.state not in _EXECUTOR_STATES:
@@ -99,11 +98,6 @@ class BackendService(backend_pb2_grpc.BackendServicer):
             logger.warning("node %s: ignoring outcomes that are neither Succeed nor Failed", node.node.name)
         if not outcomes:
             return
-        changed = self.fleet.task_outcomes(outcomes)
-        records = [PutTask(t) for tasks in changed.values() for t in tasks]
-        if records:
-            await self.c.storage.write(*records)
-        for session_id, tasks in changed.items():
-            rec = self.c.sessions.get(session_id)
-            if rec is not None:
-                self.c.publish(rec, tasks)
+        # Stored and published once committed; the next message is read meanwhile.
+        for session_id, tasks in self.fleet.task_outcomes(outcomes).items():
+            self.c.commit_and_publish(self.c.sessions[session_id], tasks)

@@ -18,8 +18,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
-from flame.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from flame.errors import AlreadyExists, Internal, InvalidArgument, InvalidState, NotFound
 from flame.session_manager import states
 from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord, TaskQueue
 from flame.session_manager.storage import (
@@ -29,6 +30,7 @@ from flame.session_manager.storage import (
     PutSession,
     PutTask,
     Storage,
+    UpdateTask,
 )
 from flame.types import (
     Application,
@@ -158,7 +160,7 @@ class Controller:
             self._count(rec.session, task.state, +1)
             rec.session.next_task_id = max(rec.session.next_task_id, int(task.id) + 1)
         if requeued:
-            await self.storage.write(*(PutTask(t) for t in requeued))
+            await self.storage.write(*(UpdateTask.of(t, t.events[-1]) for t in requeued))
         logger.info(
             "recovered %d applications, %d sessions, %d tasks (%d requeued)",
             len(self.applications),
@@ -293,22 +295,58 @@ class Controller:
         return rec.session
 
     async def close_session(self, session_id: str) -> Session:
+        """Close the session and cancel its pending tasks; nothing changes unless that commits.
+
+        While the commit is in flight the session takes no tasks and dispatches none, so the
+        pending tasks written as cancelled are exactly those cancelled in memory afterwards.
+        """
         rec = self.get_session_record(session_id)
         session = rec.session
         if session.state == SessionState.CLOSED:
             return session
-        session.state = states.check(
-            states.SESSION_TRANSITIONS, session.state, SessionState.CLOSED, f"session {session_id}"
-        )
-        session.completion_time = now_ms()
-        cancelled = self.drop_pending(rec, TaskState.CANCELLED, "session closed")
-        await self.storage.write(PutSession(session), *(PutTask(t) for t in cancelled))
-        self.publish(rec, cancelled)
+        if rec.closing is not None:  # another close is committing: share its outcome
+            await asyncio.shield(rec.closing)
+            return session
+        states.check(states.SESSION_TRANSITIONS, session.state, SessionState.CLOSED, f"session {session_id}")
+        rec.closing = asyncio.get_running_loop().create_future()
+        closed_at = now_ms()
+        why = "session closed"
+        reason = Event(int(TaskState.CANCELLED), why, closed_at)
+        closed = replace(session, state=SessionState.CLOSED, completion_time=closed_at)
+        updates = [self._cancel_record(rec.tasks[t], reason) for t in rec.pending]
+        try:
+            await self.storage.write(PutSession(closed), *updates)
+        except BaseException as exc:
+            rec.closing.set_exception(exc)
+            rec.closing.exception()  # retrieved: a close waiting on it raises its own copy
+            rec.closing = None
+            raise
+        written = {u.task_id for u in updates}
+        session.state, session.completion_time = SessionState.CLOSED, closed_at
+        cancelled = self.drop_pending(rec, TaskState.CANCELLED, why, at=closed_at)
+        late = [t for t in cancelled if t.id not in written]  # went back to pending meanwhile
+        rec.closing.set_result(None)
+        rec.closing = None
+        self.publish(rec, [t for t in cancelled if t.id in written])
+        if late:
+            self.commit_and_publish(rec, late)
         for hook in self.on_session_closed:
             hook(rec)
         logger.info("session %s closed (%d pending tasks cancelled)", session_id, len(cancelled))
         self.kick()
         return session
+
+    @staticmethod
+    def _cancel_record(task: Task, event: Event) -> UpdateTask:
+        return UpdateTask(
+            session_id=task.session_id,
+            task_id=task.id,
+            state=TaskState.CANCELLED,
+            attempts=task.attempts,
+            output=None,
+            completion_time=event.creation_time,
+            event=event,
+        )
 
     async def delete_session(self, session_id: str) -> Session:
         rec = self.get_session_record(session_id)
@@ -327,34 +365,56 @@ class Controller:
     # ---- tasks ----------------------------------------------------------------------------
 
     async def create_tasks(self, session_id: str, inputs: Iterable[bytes | None]) -> list[Task]:
+        """Create tasks; they may be dispatched at once, and are acknowledged once their creation
+        commits (a result reaches watchers only after its own, later commit). If the creation
+        fails to commit, the tasks are forgotten again and the error is raised."""
         rec = self.get_session_record(session_id)
         session = rec.session
-        if session.state != SessionState.OPEN:
+        if session.state != SessionState.OPEN or rec.closing is not None:
             raise InvalidState(f"session {session_id!r} is closed; tasks can only be added to an open session")
         inputs = list(inputs)
         self._check_task_limits(session, inputs)
-        tasks = []
-        for data in inputs:
-            task = Task(session_id=session_id, id=str(session.next_task_id), input=data)
-            task.events.append(Event(int(TaskState.PENDING), "task created", task.creation_time))
-            session.next_task_id += 1
+        if not inputs:
+            return []
+        first = session.next_task_id
+        created = now_ms()
+        tasks = [
+            Task(
+                session_id=session_id,
+                id=str(first + offset),
+                input=data,
+                creation_time=created,
+                events=[Event(int(TaskState.PENDING), "task created", created)],
+            )
+            for offset, data in enumerate(inputs)
+        ]
+        committed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.storage.write_nowait(*(PutTask(t) for t in tasks), on_commit=partial(_settle, committed))
+        session.next_task_id += len(tasks)
+        session.pending += len(tasks)
+        for task in tasks:
             rec.tasks[task.id] = task
-            session.pending += 1
-            tasks.append(task)
-        if not tasks:
-            return tasks
-        await self.storage.write(*(PutTask(t) for t in tasks))
-        if session.state == SessionState.OPEN:
-            rec.pending.extend(t.id for t in tasks)
-            self.dispatch(rec)
-            if len(rec.executors) < len(rec.pending) + session.running:
-                self.kick()
-        else:  # closed while we were committing
-            for task in tasks:
-                self.finish_task(rec, task, TaskState.CANCELLED, "session closed")
-            await self.storage.write(*(PutTask(t) for t in tasks))
-            self.publish(rec, tasks)
+        rec.pending.extend(t.id for t in tasks)
+        self.dispatch(rec)
+        if len(rec.executors) < len(rec.pending) + session.running:
+            self.kick()
+        error = await committed
+        if error is not None:
+            self._forget_tasks(rec, tasks)
+            raise Internal(f"the new tasks of session {session_id!r} could not be stored: {error}") from error
         return tasks
+
+    def _forget_tasks(self, rec: SessionRecord, tasks: list[Task]) -> None:
+        """Undo tasks whose creation did not commit: they leave memory; their outcomes will be ignored."""
+        gone = {t.id for t in tasks}
+        for task in tasks:
+            rec.tasks.pop(task.id, None)
+            self._count(rec.session, task.state, -1)
+        rec.pending = deque(t for t in rec.pending if t not in gone)
+        for executor_id in rec.executors:
+            inflight = self.executors[executor_id].inflight
+            for task_id in gone & inflight.keys():
+                del inflight[task_id]
 
     async def cancel_tasks(self, session_id: str, task_ids: Iterable[str]) -> list[Task]:
         """Cancel those of ``task_ids`` that are still Pending; return them."""
@@ -368,7 +428,7 @@ class Controller:
         if cancelled:
             gone = {t.id for t in cancelled}
             rec.pending = deque(t for t in rec.pending if t not in gone)
-            await self.storage.write(*(PutTask(t) for t in cancelled))
+            await self.storage.write(*(UpdateTask.of(t, t.events[-1]) for t in cancelled))
             self.publish(rec, cancelled)
         return cancelled
 
@@ -468,29 +528,53 @@ class Controller:
         }[state]
         setattr(session, name, getattr(session, name) + delta)
 
-    def move_task(self, rec: SessionRecord, task: Task, new: TaskState, message: str | None) -> None:
+    def move_task(
+        self, rec: SessionRecord, task: Task, new: TaskState, message: str | None, at: int | None = None
+    ) -> None:
         task.state, old = (
             states.check(states.TASK_TRANSITIONS, task.state, new, f"task {task.session_id}/{task.id}"),
             task.state,
         )
         self._count(rec.session, old, -1)
         self._count(rec.session, new, +1)
-        task.events.append(Event(int(new), message))
+        task.events.append(Event(int(new), message, now_ms() if at is None else at))
 
     def finish_task(
-        self, rec: SessionRecord, task: Task, new: TaskState, message: str | None, output: bytes | None = None
+        self,
+        rec: SessionRecord,
+        task: Task,
+        new: TaskState,
+        message: str | None,
+        output: bytes | None = None,
+        at: int | None = None,
     ) -> None:
-        self.move_task(rec, task, new, message)
+        at = now_ms() if at is None else at
+        self.move_task(rec, task, new, message, at)
         task.output = output
-        task.completion_time = now_ms()
+        task.completion_time = at
 
-    def drop_pending(self, rec: SessionRecord, state: TaskState, reason: str) -> list[Task]:
+    def drop_pending(self, rec: SessionRecord, state: TaskState, reason: str, at: int | None = None) -> list[Task]:
         dropped = []
         while rec.pending:
             task = rec.tasks[rec.pending.popleft()]
-            self.finish_task(rec, task, state, reason)
+            self.finish_task(rec, task, state, reason, at=at)
             dropped.append(task)
         return dropped
+
+    def commit_and_publish(self, rec: SessionRecord, tasks: list[Task]) -> None:
+        """Store the tasks' changes (each task's newest event with it) and tell watchers once that
+        commits: the one way task changes reach storage and watchers after creation."""
+        if tasks:
+            records = [UpdateTask.of(t, t.events[-1] if t.events else None) for t in tasks]
+            self.storage.write_nowait(*records, on_commit=partial(self._committed, rec, tasks))
+
+    def _committed(self, rec: SessionRecord, tasks: list[Task], error: BaseException | None) -> None:
+        if error is None:
+            self.publish(rec, tasks)
+        else:  # memory keeps the change; a restart finds the stored state and runs the task again
+            logger.error(
+                "session %s: %d task change(s) were not stored (%s); watchers not told", rec.id, len(tasks), error
+            )
 
     def publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
         """Tell watchers about changed tasks (after they were committed)."""
@@ -515,7 +599,7 @@ class Controller:
 
     def dispatch(self, rec: SessionRecord, only: Iterable[str] | None = None) -> None:
         """Hand pending tasks to this session's bound executors (or just ``only``) that have room."""
-        if not rec.pending or not rec.executors:
+        if not rec.pending or not rec.executors or rec.closing is not None:
             return
         candidates = rec.executors if only is None else [e for e in only if e in rec.executors]
         bound = [ex for e in candidates if (ex := self.executors[e]).executor.state == ExecutorState.BOUND]
@@ -572,3 +656,8 @@ class Controller:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._kick.wait(), timeout)
         self._kick.clear()
+
+
+def _settle(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)

@@ -25,7 +25,6 @@ from flame.session_manager.scheduler import (
     Snapshot,
     UnbindExecutor,
 )
-from flame.session_manager.storage import PutTask
 from flame.types import (
     EVENT_SESSION_BIND_FAILED,
     EVENT_SESSION_BIND_GIVEN_UP,
@@ -146,8 +145,7 @@ class Fleet:
                     changed.append(task)
         ex.inflight.clear()
         if rec is not None and changed:
-            self.c.storage.write_nowait(*(PutTask(t) for t in changed))
-            self.c.publish(rec, changed)
+            self.c.commit_and_publish(rec, changed)
             self.c.dispatch(rec)
 
     def _give_back(self, rec: SessionRecord, task: Task) -> None:
@@ -236,9 +234,7 @@ class Fleet:
             reason = f"gave up after {rec.bind_failures} failed binds; last error: {message}"
             self.c.session_event(rec, EVENT_SESSION_BIND_GIVEN_UP, reason)
             if not rec.executors:
-                failed = self.c.drop_pending(rec, TaskState.FAILED, reason)
-                self.c.storage.write_nowait(*(PutTask(t) for t in failed))
-                self.c.publish(rec, failed)
+                self.c.commit_and_publish(rec, self.c.drop_pending(rec, TaskState.FAILED, reason))
         self.c.kick()
 
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> dict[str, list[Task]]:

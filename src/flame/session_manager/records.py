@@ -23,6 +23,8 @@ class SessionRecord:
     task_seconds: float | None = None  # moving average of how long its tasks occupy an executor
     gave_up: bool = False
     unplaceable_reported: bool = False
+    # Set while a close_session commits: no tasks are taken or dispatched meanwhile.
+    closing: asyncio.Future[None] | None = None
     task_watchers: dict[str, list[TaskQueue]] = field(default_factory=dict)
     session_watchers: list[TaskQueue] = field(default_factory=list)
 
