@@ -83,3 +83,28 @@ def test_quickstart_runs_a_real_workload() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pi ~= 3.1" in done.stdout
+
+
+def test_services_do_not_outlive_a_killed_flame_up(tmp_path: Path) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path), "--executors", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        assert up.stdout.readline().startswith("Flame is up")
+        conn = flamepy.connect(endpoint)
+        session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=2))
+        service_pids = {json.loads(f.result(60))["pid"] for f in [session.run(b"") for _ in range(10)]}
+        assert service_pids and all(process_alive(p) for p in service_pids)
+        up.kill()  # SIGKILL: nothing of flame up runs to stop its services
+        up.wait(30)
+        for pid in service_pids:
+            wait_for(lambda pid=pid: not process_alive(pid), timeout=15)  # type: ignore[misc]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()

@@ -12,8 +12,11 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -114,12 +117,13 @@ class HostService:
             raise ShimError(f"cannot prepare application {application}: {exc}") from exc
         process, log_offset = await _spawn(launch, log_file, application=application, session_id=session_id)
         service = cls(process, launch, log_file, log_offset, settings.stop_grace)
-        service._pid_file = _record_pid(settings.work_dir, executor_id, process.pid)
         try:
             await service._wait_ready(settings.service_start_timeout)
         except BaseException:
             await service.stop()
             raise
+        # Recorded once it serves: by then the launcher has become the service (see _DIE_WITH_US).
+        service._pid_file = _record_pid(settings.work_dir, executor_id, process.pid)
         return service
 
     @property
@@ -314,6 +318,34 @@ def reap_stale_services(work_dir: Path) -> int:
     return killed
 
 
+# Run before the service's own program, in the same process: ask the kernel for SIGKILL when the
+# thread that started it (the executor manager's event loop) dies, even by SIGKILL, then exec the
+# service. So no service outlives its executor manager, wherever that runs (its own process or
+# inside `flame up`). Started with -S -E: no site packages, no PYTHON* variables, a few ms.
+_DIE_WITH_US = (
+    "import ctypes,os,sys\n"
+    "ctypes.CDLL(None).prctl(1,9)\n"
+    "os.getppid()==int(sys.argv[1]) or os._exit(70)\n"
+    "os.execv(sys.argv[2],sys.argv[3:])\n"
+)
+
+
+def _resolve_command(command: str, env: Mapping[str, str], cwd: Path) -> str:
+    """The program ``command`` names, as exec in ``cwd`` would find it; OSError as exec would raise."""
+    if os.sep in command:
+        path = os.path.join(cwd, command)  # an absolute command stays as it is
+    else:
+        found = shutil.which(command, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(command)
+        path = found
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(path)
+    return path
+
+
 async def _spawn(
     launch: Launch, log_file: Path, *, application: str, session_id: str
 ) -> tuple[asyncio.subprocess.Process, int]:
@@ -326,8 +358,10 @@ async def _spawn(
             log.flush()
             offset = log.tell()
             try:
+                program = _resolve_command(launch.argv[0], launch.env, launch.cwd)
+                wrapped = [sys.executable, "-S", "-E", "-c", _DIE_WITH_US, str(os.getpid()), program, *launch.argv]
                 process = await asyncio.create_subprocess_exec(
-                    *launch.argv,
+                    *wrapped,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
