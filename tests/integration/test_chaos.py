@@ -23,8 +23,8 @@ def _chaos() -> ModuleType:
 
 @pytest.mark.timeout(300)
 def test_every_task_succeeds_with_its_output_while_processes_are_killed() -> None:
-    report = _chaos().run_chaos(tasks=1500, interval=1.0, seed=7)
+    report = _chaos().run_chaos(tasks=4000, interval=0.8, seed=7)
     print("\n".join(report.lines()))
     assert report.failed == [] and report.wrong == 0
-    assert report.succeeded == 1500
+    assert report.succeeded == 4000
     assert sum(report.kills.values()) >= 3, report.kills  # the run did kill things

@@ -74,11 +74,9 @@ class Harness:
         )
 
     async def outcome(self, executor_id: str, session_id: str, task_id: str, **kw: object) -> None:
-        changed = self.fleet.task_outcomes(
+        self.fleet.task_outcomes(
             [backend_pb2.TaskOutcome(executor_id=executor_id, session_id=session_id, task_id=task_id, **kw)]  # type: ignore[arg-type]
         )
-        for sid, tasks in changed.items():
-            self.c.commit_and_publish(self.c.sessions[sid], tasks)
         await self.storage.flush()
 
     async def bound_executor(self, session_id: str) -> str:
@@ -159,7 +157,7 @@ def test_task_ids_and_close_cancels_pending() -> None:
         assert [t.id for t in await h.c.create_tasks("s", [None])] == ["4"]
         session = await h.c.close_session("s")
         assert session.pending == 0 and session.cancelled == 4
-        task = h.c.get_task("s", "2")
+        task = await h.c.get_task("s", "2")
         assert task.state == TaskState.CANCELLED
         assert [e.code for e in task.events] == [TaskState.PENDING, TaskState.CANCELLED]
 
@@ -191,7 +189,7 @@ def test_task_runs_on_bound_executor_and_watchers_see_it() -> None:
         await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"out")
         await asyncio.wait_for(watcher, 5)
         assert seen[0] in (TaskState.PENDING, TaskState.RUNNING) and seen[-1] == TaskState.SUCCEED
-        done = h.c.get_task("s", "1")
+        done = await h.c.get_task("s", "1")
         assert done.output == b"out" and done.completion_time is not None
         session = h.c.sessions["s"].session
         assert (session.pending, session.running, session.succeed) == (0, 0, 1)
@@ -210,10 +208,10 @@ def test_failed_task_records_the_message_and_session_goes_on() -> None:
         assert [r.task.task_id for r in message.run] == ["1", "2"]  # a window of two per executor
         await h.outcome(executor_id, "s", "1", state=types_pb2.Failed, message="ValueError: boom")
         await h.outcome(executor_id, "s", "2", state=types_pb2.Succeed, output=b"ok")
-        failed = h.c.get_task("s", "1")
+        failed = await h.c.get_task("s", "1")
         assert failed.state == TaskState.FAILED
         assert failed.events[-1].code == TaskState.FAILED and failed.events[-1].message == "ValueError: boom"
-        assert h.c.get_task("s", "2").state == TaskState.SUCCEED
+        assert (await h.c.get_task("s", "2")).state == TaskState.SUCCEED
 
     run(main)
 
@@ -227,7 +225,7 @@ def test_retryable_failure_requeues_until_max_attempts() -> None:
         executor_id = await h.bound_executor("s")
         await h.take()
         await h.outcome(executor_id, "s", "1", state=types_pb2.Failed, retryable=True, message="service died")
-        task = h.c.get_task("s", "1")
+        task = await h.c.get_task("s", "1")
         assert task.state == TaskState.RUNNING  # requeued and handed out again at once
         assert any("retrying" in (e.message or "") for e in task.events)
         await h.take()
@@ -253,7 +251,7 @@ def test_bind_failures_give_events_then_give_up() -> None:
         assert codes == [EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP]
         assert "service exited with code 1" in (rec.session.events[0].message or "")
         # nothing waits forever: the pending task is failed with the reason
-        assert h.c.get_task("s", "1").state == TaskState.FAILED
+        assert (await h.c.get_task("s", "1")).state == TaskState.FAILED
         h.schedule()
         assert all(not m.bind for m in [h.link._pending])
 
@@ -270,7 +268,7 @@ def test_lost_executor_requeues_its_tasks() -> None:
         await h.take()
         h.report(executor_id, X.ExecutorIdle, None, "service exited with signal 9")
         assert h.c.executors[executor_id].executor.state == ExecutorState.IDLE
-        task = h.c.get_task("s", "1")
+        task = await h.c.get_task("s", "1")
         assert task.state == TaskState.PENDING and task.attempts == 1
 
     run(main)
@@ -292,7 +290,8 @@ def test_recovery_requeues_running_tasks_and_keeps_outputs() -> None:
         await storage.start()
         await again.recover()
         rec = again.sessions["s"]
-        assert rec.tasks["1"].output == b"one" and rec.tasks["1"].state == TaskState.SUCCEED
+        done = await again.get_task("s", "1")  # finished: read from storage, not kept in memory
+        assert done.output == b"one" and done.state == TaskState.SUCCEED and "1" not in rec.tasks
         assert [rec.tasks[t].state for t in ("2", "3")] == [TaskState.PENDING, TaskState.PENDING]
         assert list(rec.pending) == ["2", "3"]
         assert (rec.session.succeed, rec.session.pending, rec.session.running) == (1, 2, 0)
@@ -337,7 +336,7 @@ def test_limits_name_the_limit() -> None:
         executor_id = await h.bound_executor("s")
         await h.take()
         await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"y" * 11)
-        task = h.c.get_task("s", "1")
+        task = await h.c.get_task("s", "1")
         assert task.state == TaskState.FAILED and "max_task_size" in (task.events[-1].message or "")
 
     run(main)
@@ -353,12 +352,12 @@ def test_close_unbinds_at_once_and_cancels_tasks_returned_unstarted() -> None:
         assert [r.task.task_id for r in (await h.take()).run] == ["1", "2"]
         await h.c.close_session("s")
         assert [u.executor_id for u in (await h.take()).unbind] == [executor_id]
-        assert h.c.get_task("s", "3").state == TaskState.CANCELLED  # was pending
+        assert (await h.c.get_task("s", "3")).state == TaskState.CANCELLED  # was pending
         await h.outcome(executor_id, "s", "2", state=types_pb2.Failed, retryable=True, not_started=True)
-        task = h.c.get_task("s", "2")
+        task = await h.c.get_task("s", "2")
         assert task.state == TaskState.CANCELLED and task.attempts == 0
         await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"done")  # the running one finishes
-        assert h.c.get_task("s", "1").output == b"done"
+        assert (await h.c.get_task("s", "1")).output == b"done"
 
     run(main)
 
@@ -372,7 +371,7 @@ def test_task_returned_unstarted_is_queued_again_without_spending_an_attempt() -
         executor_id = await h.bound_executor("s")
         await h.take()
         await h.outcome(executor_id, "s", "2", state=types_pb2.Failed, retryable=True, not_started=True)
-        task = h.c.get_task("s", "2")
+        task = await h.c.get_task("s", "2")
         assert task.state == TaskState.RUNNING and task.attempts == 1  # handed out again at once
 
     run(main)
@@ -386,13 +385,13 @@ def test_silent_node_is_forgotten_and_its_running_tasks_requeued() -> None:
         await h.c.create_tasks("s", [b"x"])
         executor_id = await h.bound_executor("s")
         await h.take()
-        assert h.c.get_task("s", "1").state == TaskState.RUNNING
+        assert (await h.c.get_task("s", "1")).state == TaskState.RUNNING
         assert h.node is not None
         h.fleet.check_nodes(h.node.node.last_heartbeat_time + 500)  # not silent for long enough
         assert executor_id in h.c.executors
         h.fleet.check_nodes(h.node.node.last_heartbeat_time + 1_000)
         assert executor_id not in h.c.executors
-        task = h.c.get_task("s", "1")
+        task = await h.c.get_task("s", "1")
         assert task.state == TaskState.PENDING and "lost" in (task.events[-1].message or "")
         assert h.node.node.state.name == "UNKNOWN"
 
@@ -464,7 +463,7 @@ def test_a_close_that_fails_to_commit_changes_nothing() -> None:
             await h.c.close_session("s")
         rec = h.c.sessions["s"]
         assert rec.session.state == SessionState.OPEN and rec.session.completion_time is None
-        assert [h.c.get_task("s", t).state for t in ("1", "2")] == [TaskState.PENDING] * 2
+        assert [(await h.c.get_task("s", t)).state for t in ("1", "2")] == [TaskState.PENDING] * 2
         assert (rec.session.pending, rec.session.cancelled, list(rec.pending)) == (2, 0, ["1", "2"])
         # It still takes tasks, and a second close works.
         await h.c.create_tasks("s", [b"3"])
@@ -498,5 +497,46 @@ def test_tasks_whose_creation_fails_to_commit_are_forgotten_even_if_dispatched()
         # The next tasks get new ids and run.
         [task] = await h.c.create_tasks("s", [b"c"])
         assert task.id == "3" and task.state == TaskState.RUNNING
+
+    run(main)
+
+
+def test_finished_tasks_leave_memory_and_are_read_from_storage() -> None:
+    async def main() -> None:
+        storage = MemoryStorage("memory")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
+        await h.c.create_tasks("s", [b"1", b"2", b"3"])
+        executor_id = await h.bound_executor("s")
+        assert [r.task.task_id for r in (await h.take()).run] == ["1", "2"]
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"one")
+        rec = h.c.sessions["s"]
+        assert sorted(rec.tasks) == ["2", "3"]  # the running ones stay; the finished one is stored only
+        assert (await h.c.get_task("s", "1")).output == b"one"
+        listed = await h.c.list_tasks("s")
+        assert [(t.id, t.state) for t in listed] == [
+            ("1", TaskState.SUCCEED),
+            ("2", TaskState.RUNNING),  # the live state, newer than the stored Pending
+            ("3", TaskState.RUNNING),  # handed to the executor when task 1 finished
+        ]
+        watch = h.c.watch_session("s", include_completed=True)
+        assert [t.id for t in await anext(watch)] == ["1"]  # the replay comes from storage
+        await h.c.close_session("s")
+        await h.outcome(executor_id, "s", "2", state=types_pb2.Succeed, output=b"two")
+        await h.outcome(executor_id, "s", "3", state=types_pb2.Failed, message="no")
+        assert rec.tasks == {}  # a closed, finished session holds no task in memory
+        assert [t.id async for batch in watch for t in batch] == ["2", "3"]
+        with pytest.raises(NotFound):
+            await h.c.get_task("s", "4")
+
+        # A restart loads what open sessions still need: nothing of this closed one.
+        await storage.stop()
+        again = Controller(storage, ControllerSettings())
+        await storage.start()
+        await again.recover()
+        assert again.sessions["s"].tasks == {}
+        assert (again.sessions["s"].session.succeed, again.sessions["s"].session.failed) == (2, 1)
+        assert (await again.get_task("s", "3")).state == TaskState.FAILED
 
     run(main)

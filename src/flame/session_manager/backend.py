@@ -98,6 +98,4 @@ class BackendService(backend_pb2_grpc.BackendServicer):
             logger.warning("node %s: ignoring outcomes that are neither Succeed nor Failed", node.node.name)
         if not outcomes:
             return
-        # Stored and published once committed; the next message is read meanwhile.
-        for session_id, tasks in self.fleet.task_outcomes(outcomes).items():
-            self.c.commit_and_publish(self.c.sessions[session_id], tasks)
+        self.fleet.task_outcomes(outcomes)  # stored and published once committed; not waited for

@@ -56,6 +56,7 @@ PIPELINE_SECONDS = 0.02
 MAX_WEIGHT = 1e6
 # Most tasks one WatchSession message carries.
 WATCH_BATCH = 1_000
+FINAL_STATES = (TaskState.SUCCEED, TaskState.FAILED, TaskState.CANCELLED)
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
@@ -138,27 +139,29 @@ class Controller:
     # ---- start-up -------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Load state from storage; tasks that were running go back to Pending."""
-        stored = await self.storage.load()
+        """Load state from storage; tasks that were running go back to Pending.
+
+        Only what open sessions still need stays in memory: their unfinished tasks. Finished
+        tasks, and every task of a closed session, are read from storage when asked for.
+        """
+        stored = await self.storage.load(closed_tasks=False)
         for app in stored.applications:
             self.applications[app.name] = app
-        for session in stored.sessions:
-            session.pending = session.running = session.succeed = session.failed = session.cancelled = 0
+        for session in stored.sessions:  # its counters were counted from all its stored tasks
             self.sessions[session.id] = SessionRecord(session)
         requeued: list[Task] = []
         for task in stored.tasks:
             rec = self.sessions.get(task.session_id)
             if rec is None:
                 continue
+            rec.session.next_task_id = max(rec.session.next_task_id, int(task.id) + 1)
+            if task.state.is_final:
+                continue
             if task.state == TaskState.RUNNING:
-                task.state = TaskState.PENDING
-                task.events.append(Event(int(TaskState.PENDING), "requeued after a session manager restart"))
+                self.move_task(rec, task, TaskState.PENDING, "requeued after a session manager restart")
                 requeued.append(task)
             rec.tasks[task.id] = task
-            if task.state == TaskState.PENDING:
-                rec.pending.append(task.id)
-            self._count(rec.session, task.state, +1)
-            rec.session.next_task_id = max(rec.session.next_task_id, int(task.id) + 1)
+            rec.pending.append(task.id)
         if requeued:
             await self.storage.write(*(UpdateTask.of(t, t.events[-1]) for t in requeued))
         logger.info(
@@ -447,17 +450,24 @@ class Controller:
                 f"the limit (cluster.limits.max_pending_tasks) of {cap}; wait for some to finish"
             )
 
-    def get_task(self, session_id: str, task_id: str) -> Task:
+    async def get_task(self, session_id: str, task_id: str) -> Task:
+        """An unfinished task from memory; a finished one (no longer in memory) from storage."""
         rec = self.get_session_record(session_id)
-        try:
-            return rec.tasks[task_id]
-        except KeyError:
-            raise NotFound(f"task {task_id!r} does not exist in session {session_id!r}") from None
+        task = rec.tasks.get(task_id) or await self.storage.get_task(session_id, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id!r} does not exist in session {session_id!r}")
+        return task
+
+    async def list_tasks(self, session_id: str) -> list[Task]:
+        """Every task of the session in id order: as stored, with the live copy of each unfinished one."""
+        rec = self.get_session_record(session_id)
+        stored = await self.storage.list_tasks(session_id)
+        return [rec.tasks.get(task.id, task) for task in stored]
 
     async def watch_task(self, session_id: str, task_id: str) -> AsyncIterator[Task]:
         """The task now, then after each change; ends after a final state."""
         rec = self.get_session_record(session_id)
-        task = self.get_task(session_id, task_id)
+        task = await self.get_task(session_id, task_id)
         if task.state.is_final:
             yield task
             return
@@ -487,16 +497,17 @@ class Controller:
         rec = self.get_session_record(session_id)
         queue: TaskQueue = asyncio.Queue()
         rec.session_watchers.append(queue)
-        replay = [t for t in rec.tasks.values() if t.state.is_final] if include_completed else []
-        return self._session_batches(rec, queue, replay)
+        return self._session_batches(rec, queue, include_completed)
 
     async def _session_batches(
-        self, rec: SessionRecord, queue: TaskQueue, replay: list[Task]
+        self, rec: SessionRecord, queue: TaskQueue, include_completed: bool
     ) -> AsyncIterator[list[Task]]:
         try:
-            for start in range(0, len(replay), WATCH_BATCH):
-                yield replay[start : start + WATCH_BATCH]
-            if rec.finished:
+            if include_completed:  # the committed ones; any finishing meanwhile also come through the queue
+                replay = await self.storage.list_tasks(rec.id, states=FINAL_STATES)
+                for start in range(0, len(replay), WATCH_BATCH):
+                    yield replay[start : start + WATCH_BATCH]
+            if rec.finished and queue.empty():  # finished before the watch began: no end marker comes
                 return
             ended = False
             while not ended:
@@ -566,24 +577,31 @@ class Controller:
         commits: the one way task changes reach storage and watchers after creation."""
         if tasks:
             records = [UpdateTask.of(t, t.events[-1] if t.events else None) for t in tasks]
-            self.storage.write_nowait(*records, on_commit=partial(self._committed, rec, tasks))
+            states = [t.state for t in tasks]
+            self.storage.write_nowait(*records, on_commit=partial(self._committed, rec, tasks, states))
 
-    def _committed(self, rec: SessionRecord, tasks: list[Task], error: BaseException | None) -> None:
+    def _committed(
+        self, rec: SessionRecord, tasks: list[Task], states: list[TaskState], error: BaseException | None
+    ) -> None:
         if error is None:
-            self.publish(rec, tasks)
+            # A task that moved on since is published by the commit of its newer state.
+            self.publish(rec, [t for t, state in zip(tasks, states, strict=True) if t.state == state])
         else:  # memory keeps the change; a restart finds the stored state and runs the task again
             logger.error(
                 "session %s: %d task change(s) were not stored (%s); watchers not told", rec.id, len(tasks), error
             )
 
     def publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
-        """Tell watchers about changed tasks (after they were committed)."""
+        """Tell watchers about changed tasks (after they were committed). A finished task then
+        leaves memory: storage has it, and that is where GetTask and ListTask find it."""
         for task in tasks:
             for queue in rec.task_watchers.get(task.id, ()):
                 queue.put_nowait(task)
             if task.state.is_final:
                 for queue in rec.session_watchers:
                     queue.put_nowait(task)
+                if rec.tasks.get(task.id) is task:
+                    del rec.tasks[task.id]
         if rec.finished:
             self._end_watchers(rec)
 
@@ -609,11 +627,13 @@ class Controller:
         # so that they too get work when they come up.
         binding = sum(1 for e in rec.executors if self.executors[e].executor.state != ExecutorState.BOUND)
         window = self.window(rec)
+        started: list[Task] = []
         for ex in bound:
             while rec.pending and len(ex.inflight) < window and (not ex.inflight or len(rec.pending) > binding):
-                self._start(rec, ex)
+                started.append(self._start(rec, ex))
             if not rec.pending:
-                return
+                break
+        self.commit_and_publish(rec, started)
 
     def window(self, rec: SessionRecord) -> int:
         """Tasks one executor of this session may hold: enough for about PIPELINE_SECONDS of work.
@@ -635,7 +655,7 @@ class Controller:
         if not ex.inflight:
             ex.idle_since = now_ms()
 
-    def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> None:
+    def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> Task:
         task = rec.tasks[rec.pending.popleft()]
         self.move_task(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
         task.attempts += 1
@@ -643,8 +663,7 @@ class Controller:
         link = self.nodes[ex.executor.node].link
         if link is not None:
             link.run(ex.id, task)
-        for queue in rec.task_watchers.get(task.id, ()):
-            queue.put_nowait(task)
+        return task
 
     # ---- scheduling hooks -----------------------------------------------------------------
 

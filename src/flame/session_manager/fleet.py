@@ -237,8 +237,8 @@ class Fleet:
                 self.c.commit_and_publish(rec, self.c.drop_pending(rec, TaskState.FAILED, reason))
         self.c.kick()
 
-    def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> dict[str, list[Task]]:
-        """Apply finished tasks; return the changed tasks per session (to persist and publish)."""
+    def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> None:
+        """Apply finished tasks, store and announce them (once committed), refill the freed executors."""
         changed: dict[str, list[Task]] = {}
         freed: dict[str, set[str]] = {}
         for outcome in outcomes:
@@ -269,9 +269,10 @@ class Fleet:
             else:
                 self.c.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure")
             changed.setdefault(rec.id, []).append(task)
+        for sid, tasks in changed.items():  # before dispatch: a retried task may start again at once
+            self.c.commit_and_publish(self.c.sessions[sid], tasks)
         for sid, executor_ids in freed.items():
             self.c.dispatch(self.c.sessions[sid], executor_ids)
-        return changed
 
     # ---- scheduling -----------------------------------------------------------------------
 

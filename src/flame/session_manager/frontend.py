@@ -153,13 +153,13 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
 
     async def GetTask(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            return task_to_pb(self.c.get_task(request.session_id, request.task_id))
+            return task_to_pb(await self.c.get_task(request.session_id, request.task_id))
 
         return await _call(context, work)
 
     async def WatchTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            self.c.get_task(request.session_id, request.task_id)
+            await self.c.get_task(request.session_id, request.task_id)
         except FlameError as exc:
             await abort_with(context, exc)
         async for task in self.c.watch_task(request.session_id, request.task_id):
@@ -167,10 +167,10 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
 
     async def ListTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            rec = self.c.get_session_record(request.session_id)
+            tasks = await self.c.list_tasks(request.session_id)
         except FlameError as exc:
             await abort_with(context, exc)
-        for task in list(rec.tasks.values()):
+        for task in tasks:
             yield task_to_pb(task)
 
 
