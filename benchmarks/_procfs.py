@@ -65,16 +65,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def pss_kb(pids: list[int]) -> int:
-    """The summed proportional set size of ``pids`` (smaps_rollup), in kB."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-                    break
-    return total
+def pss_kb(pid: int) -> int:
+    """The proportional set size of ``pid`` (from smaps_rollup) in kB; 0 if it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
 
 
 class CpuMeter:

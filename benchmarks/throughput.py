@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _procfs import CpuMeter, process_tree, pss_kb
+from _procfs import CpuMeter, cmdline, process_tree, pss_kb
 
 import flame
 from flame.types import ExecutorState
@@ -91,7 +91,9 @@ class Run:
     latency_p99_ms: float
     cpu_us_per_task: dict[str, float]
     first_result_s: float | None = None
+    listening_s: float | None = None  # from the spawn until flame up accepted a connection
     idle_pss_mb: float | None = None
+    idle_pss_mb_by_role: dict[str, float] = field(default_factory=dict)
 
 
 class Driver:
@@ -202,11 +204,18 @@ def ray_missing() -> str | None:
     return None
 
 
+class RayUnavailable(Exception):
+    pass
+
+
 @contextlib.contextmanager
 def ray_runtime(actors: int) -> Iterator[tuple[Any, list[Any]]]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a benchmark
     ray: Any = importlib.import_module("ray")
-    ray.init(num_cpus=max(2, actors), include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        ray.init(num_cpus=max(2, actors), include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as exc:  # any failure to start means no baseline, said plainly
+        raise RayUnavailable(f"skipped: Ray did not start: {exc}") from exc
     try:
         actor_class = ray.remote(NoopActor)
         handles = [actor_class.remote() for _ in range(actors)]
@@ -255,12 +264,15 @@ def flame_up(executors: int, storage: str) -> Iterator[Cluster]:
                 process.wait()
 
 
-def wait_for_port(cluster: Cluster, timeout: float = 60.0) -> None:
-    """Until ``flame up`` accepts connections (a TCP probe, so no gRPC reconnect backoff adds up)."""
+def wait_for_port(cluster: Cluster, timeout: float = 60.0) -> float:
+    """Seconds from the spawn until ``flame up`` accepts connections.
+
+    A TCP probe every 5 ms, so no gRPC reconnect backoff adds to the start-up time.
+    """
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", cluster.port), timeout=1):
-            return
+            return time.perf_counter() - cluster.spawned
         if cluster.process.poll() is not None:
             raise SystemExit(f"flame up exited with code {cluster.process.returncode} during start-up")
         if time.monotonic() > deadline:
@@ -282,7 +294,7 @@ def wait_for_bound(conn: flame.Connection, session_id: str, executors: int, time
 
 def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes], bool]) -> Run:
     with flame_up(args.executors, args.storage) as cluster:
-        wait_for_port(cluster)
+        listening_s = wait_for_port(cluster)
         with flame.connect(cluster.endpoint, timeout=30) as conn:
             if application == FLAMEPY_APPLICATION:
                 spec = {"command": sys.executable, "arguments": [str(FLAMEPY_SERVICE)]}
@@ -294,13 +306,22 @@ def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes
                 raise SystemExit(f"the first task returned {first!r}")
             wait_for_bound(conn, session.id, args.executors)
             time.sleep(1.0)  # the measurement is of an idle cluster: let start-up work settle
-            pss = pss_kb([proc.pid for proc in process_tree(cluster.process.pid)])
+            pss = idle_pss_by_role(cluster.process.pid)
             meter = CpuMeter(cluster.process.pid, flame_role)
             run = make_run(*measure(FutureDriver(session.run), meter, args, check))
             session.close()
-    run.first_result_s = first_result_s
-    run.idle_pss_mb = pss / 1024
+    run.first_result_s, run.listening_s = first_result_s, listening_s
+    run.idle_pss_mb, run.idle_pss_mb_by_role = sum(pss.values()), pss
     return run
+
+
+def idle_pss_by_role(root: int) -> dict[str, float]:
+    """PSS in MB of ``root``'s process tree, summed by role."""
+    by_role: dict[str, float] = {}
+    for proc in process_tree(root):
+        role = flame_role(proc.depth, cmdline(proc.pid))
+        by_role[role] = by_role.get(role, 0.0) + pss_kb(proc.pid) / 1024
+    return dict(sorted(by_role.items(), key=lambda item: _role_order(item[0])))
 
 
 # ---------------------------------------------------------------- the report
@@ -320,8 +341,17 @@ class System:
         return statistics.median(values) if values else None
 
     def cpu(self) -> dict[str, float]:
-        roles = sorted({role for run in self.runs for role in run.cpu_us_per_task}, key=_role_order)
-        return {role: statistics.median(run.cpu_us_per_task.get(role, 0.0) for run in self.runs) for role in roles}
+        """CPU us per task by role, the median of the runs."""
+        return self._by_role([run.cpu_us_per_task for run in self.runs])
+
+    def pss(self) -> dict[str, float]:
+        """Idle PSS in MB by role, the median of the runs."""
+        return self._by_role([run.idle_pss_mb_by_role for run in self.runs])
+
+    @staticmethod
+    def _by_role(runs: list[dict[str, float]]) -> dict[str, float]:
+        roles = sorted({role for run in runs for role in run}, key=_role_order)
+        return {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
 
 
 ROLE_ORDER = ("flame up", "executor manager", "service", "ray", "pool", "other", "client")
@@ -385,8 +415,12 @@ def print_system(system: System) -> None:
         f"   p99 {_fmt(system.median('latency_p99_ms'), '.2f')} ms"
     )
     if system.median("first_result_s") is not None:
-        print(f"   flame up to first result {_fmt(system.median('first_result_s'), '.2f')} s{system.startup_note}")
-        print(f"   idle PSS of flame up's processes {_fmt(system.median('idle_pss_mb'), '.1f')} MB")
+        print(
+            f"   flame up to first result {_fmt(system.median('first_result_s'), '.2f')} s"
+            f" (listening after {_fmt(system.median('listening_s'), '.2f')} s){system.startup_note}"
+        )
+        pss = ", ".join(f"{role} {mb:.1f}" for role, mb in system.pss().items())
+        print(f"   idle PSS of flame up's processes {_fmt(system.median('idle_pss_mb'), '.1f')} MB ({pss})")
     cpu = system.cpu()
     print(f"   {'CPU per task, throughput phase':<36} {'us/task':>9}")
     for role, us in cpu.items():
@@ -451,7 +485,8 @@ def write_json(path: str, systems: dict[str, System], found: list[Target], args:
                 "skipped": s.skipped,
                 "median": {
                     **{f: s.median(f) for f in ("tasks_per_s", "latency_median_ms", "latency_p99_ms")},
-                    **{f: s.median(f) for f in ("first_result_s", "idle_pss_mb")},
+                    **{f: s.median(f) for f in ("first_result_s", "listening_s", "idle_pss_mb")},
+                    "idle_pss_mb_by_role": s.pss(),
                     "cpu_us_per_task": s.cpu(),
                     "cpu_us_per_task_total": sum(s.cpu().values()) if s.runs else None,
                 },
@@ -508,7 +543,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-ray", action="store_true", help="do not run the Ray baseline")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json: the folder of {args.json!r} does not exist")
+    return args
 
 
 def run_all(args: argparse.Namespace) -> dict[str, System]:
@@ -540,13 +578,19 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
                 print(f"running {systems[key].name} ({i + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
                 systems[key].runs.append(runner(args))
     if not systems["ray"].skipped:
-        ray_system = systems["ray"]
-        with ray_runtime(n) as (ray, actors):
-            ray_system.name = f"Ray {ray.__version__} actors ({n}, round-robin)"
-            for i in range(args.repeat):
-                print(f"running {ray_system.name} ({i + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
-                ray_system.runs.append(run_ray(args, ray, actors))
+        run_ray_system(systems["ray"], args)
     return systems
+
+
+def run_ray_system(system: System, args: argparse.Namespace) -> None:
+    try:
+        with ray_runtime(args.executors) as (ray, actors):
+            system.name = f"Ray {ray.__version__} actors ({args.executors}, round-robin)"
+            for i in range(args.repeat):
+                print(f"running {system.name} ({i + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+                system.runs.append(run_ray(args, ray, actors))
+    except RayUnavailable as exc:
+        system.skipped = str(exc)
 
 
 def main(argv: list[str] | None = None) -> None:

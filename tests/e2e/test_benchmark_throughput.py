@@ -52,7 +52,10 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert _positive(median["cpu_us_per_task"]["client (this process)"])
     for key in ("flame", "flamepy"):
         median = figures["systems"][key]["median"]
-        assert _positive(median["first_result_s"]) and _positive(median["idle_pss_mb"]), median
+        for figure in ("first_result_s", "listening_s", "idle_pss_mb"):
+            assert _positive(median[figure]), (key, figure, median)
+        assert median["listening_s"] < median["first_result_s"]
+        assert math.isclose(sum(median["idle_pss_mb_by_role"].values()), median["idle_pss_mb"], rel_tol=0.01)
     assert [t["met"] is None for t in figures["targets"]] == [False, True, True, False, True, False, False]
 
 
