@@ -102,7 +102,9 @@ class CpuMeter:
             key = (proc.pid, proc.start)
             if key not in self._roles:
                 self._roles[key] = self.role(proc.depth, cmdline(proc.pid))
-            self._last[key] = proc
+            seen = self._last.get(key)
+            if seen is None or proc.cpu >= seen.cpu:  # CPU time only grows (an exiting process may read 0)
+                self._last[key] = proc
 
     def _sample(self) -> None:
         began = time.thread_time()
