@@ -56,9 +56,13 @@ FLAMEPY_APPLICATION = "bench-flamepy-noop"
 # ---------------------------------------------------------------- roles of processes
 
 
+FLAME_UP = "flame up (session manager)"
+FLAME_UP_WITH_NODE = "flame up (session manager + local node)"
+
+
 def flame_role(depth: int, command: str) -> str:
     if depth == 0:
-        return "flame up (session manager)"
+        return FLAME_UP
     if "executor-manager" in command:
         return "executor manager"
     if "flame.apps.flmping" in command:
@@ -310,9 +314,16 @@ def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes
             meter = CpuMeter(cluster.process.pid, flame_role)
             run = make_run(*measure(FutureDriver(session.run), meter, args, check))
             session.close()
+    if "executor manager" not in run.cpu_us_per_task:  # the node runs inside flame up
+        run.cpu_us_per_task = _rename(run.cpu_us_per_task, FLAME_UP, FLAME_UP_WITH_NODE)
+        pss = _rename(pss, FLAME_UP, FLAME_UP_WITH_NODE)
     run.first_result_s, run.listening_s = first_result_s, listening_s
     run.idle_pss_mb, run.idle_pss_mb_by_role = sum(pss.values()), pss
     return run
+
+
+def _rename(figures: dict[str, float], old: str, new: str) -> dict[str, float]:
+    return {new if role == old else role: value for role, value in figures.items()}
 
 
 def idle_pss_by_role(root: int) -> dict[str, float]:
@@ -388,7 +399,8 @@ def targets(systems: dict[str, System]) -> list[Target]:
     def versus(mine: System, figure: str, other: System) -> tuple[float | None, str]:
         return ratio(mine.median(figure), other.median(figure)), other.skipped or mine.skipped or ""
 
-    session_manager = a.cpu().get(flame_role(0, "")) if a.runs else None
+    cpu = a.cpu()
+    session_manager = cpu.get(FLAME_UP, cpu.get(FLAME_UP_WITH_NODE)) if a.runs else None
     return [
         Target("(a) throughput vs ProcessPoolExecutor", *versus(a, "tasks_per_s", pool), 1.0, True, "x"),
         Target("(a) latency median vs Ray actors", *versus(a, "latency_median_ms", ray), 0.5, False, "x"),
@@ -422,10 +434,10 @@ def print_system(system: System) -> None:
         pss = ", ".join(f"{role} {mb:.1f}" for role, mb in system.pss().items())
         print(f"   idle PSS of flame up's processes {_fmt(system.median('idle_pss_mb'), '.1f')} MB ({pss})")
     cpu = system.cpu()
-    print(f"   {'CPU per task, throughput phase':<36} {'us/task':>9}")
+    print(f"   {'CPU per task, throughput phase':<44} {'us/task':>9}")
     for role, us in cpu.items():
-        print(f"   {'  ' + role:<36} {us:>9.1f}")
-    print(f"   {'  total':<36} {sum(cpu.values()):>9.1f}")
+        print(f"   {'  ' + role:<44} {us:>9.1f}")
+    print(f"   {'  total':<44} {sum(cpu.values()):>9.1f}")
 
 
 def print_summary(systems: dict[str, System]) -> None:

@@ -32,7 +32,7 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
     ):
         assert heading in out, out
     assert "skipped: --skip-ray" in out
-    assert "service (our SDK)" in out and "service (flamepy)" in out and "flame up (session manager)" in out
+    assert "service (our SDK)" in out and "service (flamepy)" in out and "flame up (session manager" in out
     target_lines = out[out.index("targets (issue 8)") :].splitlines()[1:]
     assert len(target_lines) == 7, out
     assert all(
