@@ -467,11 +467,14 @@ def print_targets(found: list[Target]) -> None:
         print(f"  {target.name:<40} {limit:>9}   measured {measured:>9}   {verdict}")
 
 
-def print_report(systems: dict[str, System], args: argparse.Namespace) -> list[Target]:
+def print_report(systems: dict[str, System], args: argparse.Namespace, load: tuple[float, float]) -> list[Target]:
     runs = f"median of {args.repeat} runs" if args.repeat > 1 else "1 run"
     print(f"\nNo-op tasks with {len(PAYLOAD)}-byte inputs on {os.cpu_count()} cores ({runs} per system)")
     print(f"  throughput: {args.tasks} tasks submitted at once; latency: {args.latency_tasks} tasks one after another")
     print(f"  Flame: flame up --executors {args.executors} --storage {args.storage}, a fresh cluster per run")
+    print(
+        f"  1-minute load average {load[0]:.2f} before, {load[1]:.2f} after (other work on the machine skews figures)"
+    )
     for system in systems.values():
         print_system(system)
     print_summary(systems)
@@ -480,7 +483,9 @@ def print_report(systems: dict[str, System], args: argparse.Namespace) -> list[T
     return found
 
 
-def write_json(path: str, systems: dict[str, System], found: list[Target], args: argparse.Namespace) -> None:
+def write_json(
+    path: str, systems: dict[str, System], found: list[Target], args: argparse.Namespace, load: tuple[float, float]
+) -> None:
     report = {
         "config": {
             "tasks": args.tasks,
@@ -490,6 +495,7 @@ def write_json(path: str, systems: dict[str, System], found: list[Target], args:
             "storage": args.storage,
             "repeat": args.repeat,
             "cpus": os.cpu_count(),
+            "load_average_1m": {"before": load[0], "after": load[1]},
         },
         "systems": {
             key: {
@@ -607,14 +613,16 @@ def run_ray_system(system: System, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    load_before = os.getloadavg()[0]
     try:
         systems = run_all(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    found = print_report(systems, args)
+    load = (load_before, os.getloadavg()[0])
+    found = print_report(systems, args, load)
     if args.json:
-        write_json(args.json, systems, found, args)
+        write_json(args.json, systems, found, args, load)
 
 
 if __name__ == "__main__":
