@@ -1,0 +1,63 @@
+"""benchmarks/throughput.py in a tiny configuration: it runs to the end and reports every figure."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MEASURED = ("pool", "flame", "flamepy")
+
+
+def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    args = ["--tasks", "200", "--latency-tasks", "20", "--skip-ray", "--json", str(report)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for heading in (
+        "== ProcessPoolExecutor(2)",
+        "== Ray actors (2, round-robin)",
+        "== Flame (a): our client + our SDK service (flmping)",
+        "== Flame (b): our client + unmodified flamepy 0.6.0 service",
+    ):
+        assert heading in out, out
+    assert "skipped: --skip-ray" in out
+    assert "service (our SDK)" in out and "service (flamepy)" in out and "flame up (session manager" in out
+    target_lines = out[out.index("targets (issue 8)") :].splitlines()[1:]
+    assert len(target_lines) == 7, out
+    assert all(
+        line.rstrip().endswith(("met", "MISSED")) or "n/a (skipped: --skip-ray)" in line for line in target_lines
+    )
+
+    figures = json.loads(report.read_text())
+    assert figures["config"]["tasks"] == 200 and figures["config"]["input_bytes"] == 16
+    assert figures["systems"]["ray"]["skipped"] == "skipped: --skip-ray"
+    for key in MEASURED:
+        median = figures["systems"][key]["median"]
+        for figure in ("tasks_per_s", "latency_median_ms", "latency_p99_ms", "cpu_us_per_task_total"):
+            assert _positive(median[figure]), (key, figure, median)
+        assert median["latency_p99_ms"] >= median["latency_median_ms"]
+        # Per role, CPU time comes in clock ticks (10 ms): a light role may read 0 in 200 tasks.
+        assert all(math.isfinite(us) and us >= 0 for us in median["cpu_us_per_task"].values()), median
+        assert _positive(median["cpu_us_per_task"]["client (this process)"])
+    for key in ("flame", "flamepy"):
+        median = figures["systems"][key]["median"]
+        for figure in ("first_result_s", "listening_s", "idle_pss_mb"):
+            assert _positive(median[figure]), (key, figure, median)
+        assert median["listening_s"] < median["first_result_s"]
+        assert math.isclose(sum(median["idle_pss_mb_by_role"].values()), median["idle_pss_mb"], rel_tol=0.01)
+    assert [t["met"] is None for t in figures["targets"]] == [False, True, True, False, True, False, False]
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
