@@ -540,3 +540,25 @@ def test_finished_tasks_leave_memory_and_are_read_from_storage() -> None:
         assert (await again.get_task("s", "3")).state == TaskState.FAILED
 
     run(main)
+
+
+def test_a_task_watch_ends_only_after_it_sent_a_final_state() -> None:
+    async def main() -> None:
+        h = Harness()
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", min_instances=1))
+        [task] = await h.c.create_tasks("s", [b"x"])
+        watch = h.c.watch_task("s", task.id)
+        assert (await anext(watch)).state == TaskState.PENDING
+        executor_id = await h.bound_executor("s")
+        await h.storage.flush()  # the Running transition is committed and published
+        running = await anext(watch)
+        sent = running.state  # what a server would send now
+        # The task finishes before the watcher asks for more: the same object is Succeed now.
+        await h.outcome(executor_id, "s", task.id, state=types_pb2.Succeed, output=b"done")
+        assert sent == TaskState.RUNNING
+        final = await anext(watch)  # not the end of the stream: the final state still comes
+        assert final.state == TaskState.SUCCEED and final.output == b"done"
+        assert await anext(watch, None) is None
+
+    run(main)

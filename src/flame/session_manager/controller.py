@@ -479,8 +479,10 @@ class Controller:
                 item = await queue.get()
                 if item is None:
                     return
+                # The object lives on: judge by the state it has as it is sent, not when we resume.
+                final = item.state.is_final
                 yield item
-                if item.state.is_final:
+                if final:
                     return
         finally:
             watchers = rec.task_watchers.get(task_id)
