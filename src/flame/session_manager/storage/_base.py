@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -141,6 +142,12 @@ class Storage(ABC):
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
+    def writer_thread(self) -> threading.Thread | None:
+        """The thread this engine commits and reads in (None for an engine that does no I/O), for
+        metrics such as its CPU time."""
+        return None if self._worker is None else self._worker.thread
+
+    @property
     def running(self) -> bool:
         """True between start() and the beginning of stop(): writes are accepted."""
         return self._started and not self._stopping
@@ -259,9 +266,12 @@ class Storage(ABC):
             self._require_loop().call_soon(callback, None)
 
     def _enqueue(self, records: tuple[Record, ...]) -> None:
-        self._require_running()
-        captured = [self._capture(record) for record in records]  # a bad record queues none of them
-        self._pending.extend(captured)
+        if not self._started or self._stopping:
+            self._require_running()
+        if len(records) == 1:
+            self._pending.append(self._capture(records[0]))
+        else:
+            self._pending.extend([self._capture(record) for record in records])  # a bad record queues none
         if self._flight is None and not self._cut_scheduled:
             # Not now: whatever else is written in this turn of the loop joins the same batch.
             self._cut_scheduled = True
