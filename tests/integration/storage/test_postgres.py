@@ -95,12 +95,13 @@ def test_a_connection_dropped_by_the_server_is_replaced_and_the_batch_committed(
         killed = _terminate_engine_connections(postgres_url)  # as a server restart or failover would
         await store.write(PutTask(minimal_task(task_id="2")))  # fails on the dead connection, then retried
         await store.write(PutTask(minimal_task(task_id="3")))
+        assert await store.get_task("s0", "3") == minimal_task(task_id="3")  # the reader reconnects too
         commits = store.commits
         await store.stop()
         return killed, commits
 
     killed, commits = run(scenario())
-    assert killed == 1 and commits == 3
+    assert killed == 2 and commits == 3  # the writer's connection and the reader's
     state = run(reload(lambda: open_storage(postgres_url)))
     assert [t.id for t in state.tasks] == ["1", "2", "3"] and [s.id for s in state.sessions] == ["s0"]
 
@@ -273,9 +274,7 @@ def test_replaying_a_committed_batch_of_updates_appends_its_events_once(postgres
         batch = [UpdateTask(t.session_id, t.id, TaskState.RUNNING, 1, None, None, Event(1, "run", 7)) for t in tasks]
         await store.write(*batch)
         replay = store._prepare(plan_batch([(u, None) for u in batch], store._merge_update))
-        worker = store._worker
-        assert worker is not None
-        await store._in_worker(worker, replay)
+        await store._in_worker(replay)
         await store.stop()
         return await reload(lambda: open_storage(postgres_url))
 

@@ -5,6 +5,7 @@ need, session counters counted from the stored tasks, and one task or a page of 
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 
 import pytest
@@ -163,5 +164,32 @@ def test_reads_refuse_bad_arguments_and_a_stopped_store(engine: Engine) -> None:
                     await store.list_tasks("s", **kwargs)  # type: ignore[arg-type]
         with pytest.raises(InvalidState, match="not running"):
             await store.list_tasks("s")
+
+    run(scenario())
+
+
+def test_a_slow_read_does_not_hold_up_commits(engine: Engine) -> None:
+    if engine.kind == "memory":
+        pytest.skip("memory reads and commits run inline on the event loop: nothing to hold up")
+
+    async def scenario() -> None:
+        store = engine()
+        async with store:
+            reader = store._reader
+            assert reader is not None
+            release = threading.Event()
+            reading = asyncio.get_running_loop().create_future()
+            # Occupy the reader thread, as paging through a huge closed session would.
+            reader.submit(lambda: release.wait(30), lambda *_: reading.set_result(None))
+            try:
+                await store.write(PutTask(_task("s", 1)))  # commits while the reader is busy
+                await store.write(_update(_task("s", 1)))
+                pending_read = asyncio.ensure_future(store.get_task("s", "1"))
+                await store.flush()
+                assert not pending_read.done()  # queued behind the slow read
+            finally:
+                release.set()
+            await reading
+            assert await pending_read == _after_update(_task("s", 1))
 
     run(scenario())
