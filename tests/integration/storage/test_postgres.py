@@ -14,8 +14,17 @@ import pytest
 from psycopg import sql
 
 from flame.errors import Internal, InvalidArgument, Unavailable
-from flame.session_manager.storage import PostgresStorage, PutSession, PutTask, open_storage
+from flame.session_manager.storage import (
+    PostgresStorage,
+    PutSession,
+    PutTask,
+    StoredState,
+    UpdateTask,
+    open_storage,
+)
+from flame.session_manager.storage._records import plan_batch
 from flame.testing import LocalCluster
+from flame.types import Event, Task, TaskState
 from tests.integration.conftest import write_service
 from tests.integration.storage import postgres
 from tests.integration.storage.samples import minimal_session, minimal_task, reload, run
@@ -86,12 +95,13 @@ def test_a_connection_dropped_by_the_server_is_replaced_and_the_batch_committed(
         killed = _terminate_engine_connections(postgres_url)  # as a server restart or failover would
         await store.write(PutTask(minimal_task(task_id="2")))  # fails on the dead connection, then retried
         await store.write(PutTask(minimal_task(task_id="3")))
+        assert await store.get_task("s0", "3") == minimal_task(task_id="3")  # the reader reconnects too
         commits = store.commits
         await store.stop()
         return killed, commits
 
     killed, commits = run(scenario())
-    assert killed == 1 and commits == 3
+    assert killed == 2 and commits == 3  # the writer's connection and the reader's
     state = run(reload(lambda: open_storage(postgres_url)))
     assert [t.id for t in state.tasks] == ["1", "2", "3"] and [s.id for s in state.sessions] == ["s0"]
 
@@ -194,3 +204,80 @@ def test_a_session_manager_runs_on_postgres_and_recovers_from_it(postgres_url: s
             assert stored.get_task("3").output == b"pg:t2"
         finally:
             conn.close()
+
+
+# The schema as version 1 of this engine wrote it, kept verbatim to test the upgrade from it.
+_VERSION_1 = (
+    "CREATE TABLE schema_version (singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton), "
+    "version INTEGER NOT NULL)",
+    'CREATE TABLE applications (name TEXT COLLATE "C" PRIMARY KEY, spec TEXT NOT NULL, state INTEGER NOT NULL, '
+    "creation_time BIGINT NOT NULL)",
+    'CREATE TABLE sessions (id TEXT COLLATE "C" PRIMARY KEY, application TEXT NOT NULL, spec TEXT NOT NULL, '
+    "common_data BYTEA, state INTEGER NOT NULL, creation_time BIGINT NOT NULL, completion_time BIGINT, "
+    "pending BIGINT NOT NULL, running BIGINT NOT NULL, succeed BIGINT NOT NULL, failed BIGINT NOT NULL, "
+    "cancelled BIGINT NOT NULL, events TEXT NOT NULL, next_task_id BIGINT NOT NULL)",
+    'CREATE TABLE tasks (session_id TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, seq BIGINT, '
+    "input BYTEA, output BYTEA, state INTEGER NOT NULL, creation_time BIGINT NOT NULL, completion_time BIGINT, "
+    "events TEXT NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (session_id, id))",
+    "INSERT INTO schema_version (version) VALUES (1)",
+    "INSERT INTO sessions VALUES ('s', 'app', '{}', NULL, 0, 1, NULL, 0, 1, 0, 0, 0, '[]', 2)",
+    "INSERT INTO tasks VALUES ('s', '1', 1, 'one'::bytea, NULL, 1, 5, NULL, "
+    '\'[[0,"task created",5],[1,"running on e1",6]]\', 1)',
+)
+
+
+def test_a_version_1_schema_is_upgraded_in_place_and_keeps_its_data(postgres_url: str) -> None:
+    with postgres.admin(postgres_url) as conn:
+        for statement in _VERSION_1:
+            conn.execute(statement)
+    created, running, done = Event(0, "task created", 5), Event(1, "running on e1", 6), Event(2, "succeeded", 8)
+
+    async def scenario() -> tuple[StoredState, StoredState]:
+        store = open_storage(postgres_url)
+        await store.start()
+        upgraded = await store.load()
+        await store.write(UpdateTask("s", "1", TaskState.SUCCEED, 1, b"4", 8, done))
+        await store.stop()
+        return upgraded, await reload(lambda: open_storage(postgres_url))
+
+    upgraded, after = run(scenario())
+    assert upgraded.tasks == [
+        Task("s", "1", input=b"one", state=TaskState.RUNNING, creation_time=5, events=[created, running], attempts=1)
+    ]
+    assert [(s.id, s.running) for s in upgraded.sessions] == [("s", 1)]
+    assert after.tasks == [
+        Task(
+            "s",
+            "1",
+            input=b"one",
+            output=b"4",
+            state=TaskState.SUCCEED,
+            creation_time=5,
+            completion_time=8,
+            events=[created, running, done],
+            attempts=1,
+        )
+    ]
+    with postgres.admin(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("updates", [1, 100], ids=["executemany", "copy"])
+def test_replaying_a_committed_batch_of_updates_appends_its_events_once(postgres_url: str, updates: int) -> None:
+    # What the engine does after a connection broke during COMMIT: the batch may have landed already.
+    async def scenario() -> StoredState:
+        store = open_storage(postgres_url)
+        assert isinstance(store, PostgresStorage)
+        await store.start()
+        tasks = [minimal_task(task_id=str(i)) for i in range(updates)]
+        await store.write(*(PutTask(t) for t in tasks))
+        batch = [UpdateTask(t.session_id, t.id, TaskState.RUNNING, 1, None, None, Event(1, "run", 7)) for t in tasks]
+        await store.write(*batch)
+        replay = store._prepare(plan_batch([(u, None) for u in batch], store._merge_update))
+        await store._in_worker(replay)
+        await store.stop()
+        return await reload(lambda: open_storage(postgres_url))
+
+    state = run(scenario())
+    assert len(state.tasks) == updates
+    assert all(t.events == [Event(1, "run", 7)] and t.state == TaskState.RUNNING for t in state.tasks)

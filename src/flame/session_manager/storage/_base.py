@@ -9,16 +9,19 @@ exactly when the store is the bottleneck, with no timer and no added latency whe
 The event loop does the cheap, ordered part: it captures each record when it is written (a row
 tuple for SQL, a copy for memory), reduces the batch and turns it into a commit callable. The
 writer thread does the I/O and wakes the batch's waiters with one ``call_soon_threadsafe``.
-Reads run in the same thread after whatever was written before them, so they see it.
+Reads run in a reader thread on a connection of their own, each started once every record
+written before it is committed, so they see those records and never delay a commit.
 
-Engines supply the hooks below: capture, merge and prepare run on the loop; open, close and the
-reads run in the writer thread (or inline, for an engine with ``_threaded = False``).
+Engines supply the hooks below: capture, merge and prepare run on the loop; open and close in
+the writer thread, open_reader, close_reader and the reads in the reader thread (all inline, for
+an engine with ``_threaded = False``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -39,7 +42,7 @@ from flame.session_manager.storage._records import (
     UpdateTask,
     plan_batch,
 )
-from flame.session_manager.storage._writer import Done, WriterThread
+from flame.session_manager.storage._writer import EngineThread
 from flame.types import Application, Session, Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -77,15 +80,15 @@ class Storage(ABC):
         self.url = url
         self.commits = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: WriterThread | None = None
-        self._retired: WriterThread | None = None  # left to finish by a cancelled stop()
+        self._worker: EngineThread | None = None  # the writer
+        self._reader: EngineThread | None = None
+        self._retired: list[EngineThread] = []  # left to finish by a cancelled stop()
         self._started = False
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._pending: list[Entry] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._callbacks: list[OnCommit] = []
-        self._reads_after_pending: list[tuple[Callable[[], Any], Done]] = []
         self._flight: _Flight | None = None
         self._cut_scheduled = False
 
@@ -124,6 +127,16 @@ class Storage(ABC):
     def _close(self) -> None:
         """Release the underlying store; called once, after the last commit."""
 
+    # -- engine hooks: in the reader thread ------------------------------------------------------
+
+    @abstractmethod
+    def _open_reader(self) -> None:
+        """Open the reads' own connection (after _open has prepared the schema)."""
+
+    @abstractmethod
+    def _close_reader(self) -> None:
+        """Release the reads' connection; called once, after the last read."""
+
     @abstractmethod
     def _read_state(self, closed_tasks: bool) -> StoredState:
         """Read the stored state as fresh objects, with counters counted from the stored tasks."""
@@ -141,36 +154,51 @@ class Storage(ABC):
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
+    def writer_thread(self) -> threading.Thread | None:
+        """The thread this engine commits and reads in (None for an engine that does no I/O), for
+        metrics such as its CPU time."""
+        return None if self._worker is None else self._worker.thread
+
+    @property
     def running(self) -> bool:
         """True between start() and the beginning of stop(): writes are accepted."""
         return self._started and not self._stopping
 
     async def start(self) -> None:
-        """Open the store and, for an engine doing I/O, start its writer thread."""
+        """Open the store and, for an engine doing I/O, start its writer and reader threads."""
         if self._started:
             raise InvalidState(f"storage {self.url} is already started")
         loop = asyncio.get_running_loop()
-        retired, self._retired = self._retired, None
-        if retired is not None:  # its last jobs touch this engine's connection: let them finish first
-            await asyncio.to_thread(retired.join)
-        worker = None
+        retired, self._retired = self._retired, []
+        for thread in retired:  # its last jobs touch this engine's connections: let them finish first
+            await asyncio.to_thread(thread.join)
+        writer = reader = None
         if self._threaded:
-            worker = WriterThread(f"flame-storage-writer {self.url}", loop)
-            worker.start()
+            writer = EngineThread(f"flame-storage-writer {self.url}", loop)
+            reader = EngineThread(f"flame-storage-reader {self.url}", loop)
+            writer.start()
             try:
-                await self._in_worker(worker, self._open)
+                await _in_thread(writer, self._open)
             except BaseException:
-                worker.stop()
+                writer.stop()
+                raise
+            reader.start()
+            try:
+                await _in_thread(reader, self._open_reader)
+            except BaseException:
+                writer.submit(self._close, _ignore)
+                writer.stop()
+                reader.stop()
                 raise
         else:
             self._open()
-        self._loop, self._worker = loop, worker
+        self._loop, self._worker, self._reader = loop, writer, reader
         self._started, self._stopping = True, False
         self._stopped = asyncio.Event()
         logger.info("storage %s started", self.url)
 
     async def stop(self) -> None:
-        """Commit everything queued, close the store and end the writer thread. Safe to call twice."""
+        """Commit everything queued, close the store and end its threads. Safe to call twice."""
         stopped = self._stopped
         if not self._started or stopped is None:
             return
@@ -178,23 +206,26 @@ class Storage(ABC):
             await stopped.wait()
             return
         self._stopping = True
-        worker, closed = self._worker, False
+        writer, reader, closed = self._worker, self._reader, False
         try:
             await self.flush()
-            if worker is not None:
-                await self._in_worker(worker, self._close)
+            if writer is not None and reader is not None:
+                await _in_thread(writer, self._close)
+                await _in_thread(reader, self._close_reader)
             else:
                 self._close()
             closed = True
         finally:
-            if worker is not None:
-                if not closed:  # stop() was cancelled or the close failed: let the thread close behind us
-                    worker.submit(self._close, _ignore)
-                worker.stop()
+            for thread, close in ((writer, self._close), (reader, self._close_reader)):
+                if thread is None:
+                    continue
+                if not closed:  # stop() was cancelled or a close failed: let the thread close behind us
+                    thread.submit(close, _ignore)
+                thread.stop()
                 if closed:
-                    await asyncio.to_thread(worker.join)
+                    await asyncio.to_thread(thread.join)
                 else:
-                    self._retired = worker
+                    self._retired.append(thread)
             self._started = False
             stopped.set()
             logger.info("storage %s stopped after %d commits", self.url, self.commits)
@@ -259,9 +290,12 @@ class Storage(ABC):
             self._require_loop().call_soon(callback, None)
 
     def _enqueue(self, records: tuple[Record, ...]) -> None:
-        self._require_running()
-        captured = [self._capture(record) for record in records]  # a bad record queues none of them
-        self._pending.extend(captured)
+        if not self._started or self._stopping:
+            self._require_running()
+        if len(records) == 1:
+            self._pending.append(self._capture(records[0]))
+        else:
+            self._pending.extend([self._capture(record) for record in records])  # a bad record queues none
         if self._flight is None and not self._cut_scheduled:
             # Not now: whatever else is written in this turn of the loop joins the same batch.
             self._cut_scheduled = True
@@ -314,19 +348,25 @@ class Storage(ABC):
         return await self._read(partial(self._read_tasks, session_id, offset, limit, chosen))
 
     async def _read(self, work: Callable[[], _T]) -> _T:
-        """Run ``work`` after every record already queued is committed (or its batch failed)."""
-        if self._worker is None:  # inline engine: commit what is queued, then read
+        """Run ``work`` once every record already queued is committed (or its batch failed)."""
+        reader = self._reader
+        if reader is None:  # inline engine: commit what is queued, then read
             if self._pending:
                 self._cut()
             return work()
         done: asyncio.Future[_T] = self._require_loop().create_future()
-        job = (work, partial(_settle, done))
-        if self._pending and self._flight is not None:
-            self._reads_after_pending.append(job)  # _cut() submits it right after the pending batch
+        job = (work, partial(_settle_read, done, self.url))
+
+        def submit(_error: BaseException | None = None) -> None:
+            if reader.stopped:  # a cancelled stop() let go of the store meanwhile
+                _settle(done, None, Unavailable(f"storage {self.url} stopped before this read"))
+            else:
+                reader.submit(*job)
+
+        if self._pending or self._flight is not None:
+            self._after_queued(submit)
         else:
-            if self._pending:
-                self._cut()
-            self._worker.submit(*job)
+            submit()
         return await done
 
     # -- the writer -----------------------------------------------------------------------------
@@ -338,13 +378,10 @@ class Storage(ABC):
             return
         entries, waiters, callbacks = self._pending, self._waiters, self._callbacks
         self._pending, self._waiters, self._callbacks = [], [], []
-        reads, self._reads_after_pending = self._reads_after_pending, []
         flight = _Flight(waiters, callbacks, len(entries))
         worker = self._worker
         if worker is not None and worker.stopped:  # stop() was cancelled: nobody will commit this
             self._settle_flight(flight, Unavailable(f"storage {self.url} stopped before committing this write"))
-            for _work, done in reads:
-                done(None, Unavailable(f"storage {self.url} stopped before this read"))
             return
         try:
             commit = self._prepare(plan_batch(entries, self._merge_update))
@@ -362,9 +399,6 @@ class Storage(ABC):
             else:
                 self._flight = flight
                 worker.submit(commit, partial(self._batch_done, flight))
-        for job in reads:
-            if worker is not None:
-                worker.submit(*job)
 
     def _batch_done(self, flight: _Flight, _result: object, error: BaseException | None) -> None:
         """On the loop, once per batch: wake its waiters and callbacks, then cut the next batch."""
@@ -413,10 +447,17 @@ class Storage(ABC):
             raise InvalidState(f"storage {self.url} is not running: call start() first")
         return self._loop
 
-    async def _in_worker(self, worker: WriterThread, work: Callable[[], _T]) -> _T:
-        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        worker.submit(work, partial(_settle, done))
-        return await done
+    async def _in_worker(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` in the writer thread, after the commits already handed to it."""
+        if self._worker is None:
+            raise InvalidState(f"storage {self.url} has no writer thread")
+        return await _in_thread(self._worker, work)
+
+
+async def _in_thread(thread: EngineThread, work: Callable[[], _T]) -> _T:
+    done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    thread.submit(work, partial(_settle, done))
+    return await done
 
 
 def _page(
@@ -456,6 +497,13 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
             future.set_result(result)
         else:
             future.set_exception(error)
+
+
+def _settle_read(future: asyncio.Future[Any], url: str, result: object, error: BaseException | None) -> None:
+    if error is not None and not isinstance(error, FlameError):
+        cause, error = error, Internal(f"storage {url}: read failed: {error}")
+        error.__cause__ = cause
+    _settle(future, result, error)
 
 
 def _wake(future: asyncio.Future[None], _error: BaseException | None) -> None:

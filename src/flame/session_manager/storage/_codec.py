@@ -75,7 +75,7 @@ def _dumps(value: object) -> str:
 def encode_events(events: list[Event]) -> str:
     if not events:  # the common case for a fresh task; skip the JSON encoder
         return "[]"
-    return _dumps([[event.code, event.message, event.creation_time] for event in events])
+    return f"[{''.join(event_fragment(event) for event in events)[1:]}]"
 
 
 def decode_events(text: str) -> list[Event]:
@@ -84,9 +84,24 @@ def decode_events(text: str) -> list[Event]:
     return [Event(code=code, message=message, creation_time=time) for code, message, time in json.loads(text)]
 
 
+# Event messages repeat ("task created", "running on ..."): their JSON is worth remembering.
+_MESSAGE_JSON: dict[str, str] = {}
+_MESSAGE_JSON_LIMIT = 4096
+
+
+def _message_json(message: str) -> str:
+    encoded = _MESSAGE_JSON.get(message)
+    if encoded is None:
+        encoded = json.dumps(message)
+        if len(_MESSAGE_JSON) >= _MESSAGE_JSON_LIMIT:
+            _MESSAGE_JSON.clear()
+        _MESSAGE_JSON[message] = encoded
+    return encoded
+
+
 def event_fragment(event: Event) -> str:
     """One event as appended to ``appended_events``: a comma, then the event's JSON array."""
-    message = "null" if event.message is None else json.dumps(event.message)
+    message = "null" if event.message is None else _message_json(event.message)
     return f",[{int(event.code)},{message},{int(event.creation_time)}]"
 
 
@@ -224,9 +239,12 @@ def updated_task_row(row: Row, update: UpdateTask) -> Row:
     )
 
 
-def update_params(update: TaskUpdate) -> Row:
+def update_params(update: UpdateTask | TaskUpdate) -> Row:
     """The parameters of the narrow UPDATE: the new fields, the event fragments, then the key."""
-    appended = "".join(event_fragment(event) for event in update.events)
+    if isinstance(update, UpdateTask):
+        appended = "" if update.event is None else event_fragment(update.event)
+    else:
+        appended = "".join(event_fragment(event) for event in update.events)
     return (
         int(update.state),
         update.output,

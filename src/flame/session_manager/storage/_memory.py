@@ -98,6 +98,12 @@ class MemoryStorage(Storage):
     def _close(self) -> None:
         pass
 
+    def _open_reader(self) -> None:
+        pass
+
+    def _close_reader(self) -> None:
+        pass
+
     def _read_state(self, closed_tasks: bool) -> StoredState:
         sessions = sorted((_copy_session(s) for s in self._sessions.values()), key=session_order)
         apply_counts(sessions, self._counts())

@@ -1,7 +1,8 @@
 """PostgreSQL engine: the production store, one server shared by whatever runs the session manager.
 
 Same contract as SQLite: each batch is one transaction, committed in the engine's writer thread
-(which alone opens and uses the connection), and ``write()`` returns once it is committed.
+(which alone uses its connection; reads have a second connection in the reader thread), and
+``write()`` returns once it is committed.
 Durability is the server's: with its default ``synchronous_commit=on``
 a commit is in the server's fsync'ed WAL before it is acknowledged, so acknowledged writes survive
 the session manager's death and the server's crash alike. Group commit pays that fsync once per batch.
@@ -219,6 +220,7 @@ class PostgresStorage(SqlStorage):
         self._pg = _driver(shown)
         self._conninfo = _conninfo(self._pg, url, shown)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._reader_conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def _prepare(self, batch: Batch) -> Callable[[], None]:
         return partial(self._commit_rows, Rows.of(batch))
@@ -233,7 +235,7 @@ class PostgresStorage(SqlStorage):
         if conn is not None:
             conn.close()
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def _dial(self) -> psycopg.Connection[tuple[Any, ...]]:
         pg = self._pg
         try:
             conn: psycopg.Connection[tuple[Any, ...]] = pg.connect(self._conninfo, autocommit=True)
@@ -243,6 +245,10 @@ class PostgresStorage(SqlStorage):
                 f"(is the server up, and are the url's host, port, database, user and password right? "
                 f"accepted form: {ACCEPTED_FORM})"
             ) from exc
+        return conn
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = self._dial()
         try:
             self._prepare_schema(conn)
         except BaseException:
@@ -252,7 +258,7 @@ class PostgresStorage(SqlStorage):
         return conn
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The open connection, replaced first if the server dropped it.
+        """The writer's connection, replaced first if the server dropped it.
 
         A failed reconnection keeps the dead connection in place, so the next batch tries again.
         """
@@ -345,30 +351,65 @@ class PostgresStorage(SqlStorage):
                 _copy(cur, _COPY_UPDATES, _UPDATE_COPY_TYPES, rows.updates)
                 cur.execute(_UPDATE_STAGED_TASKS)
 
+    # -- the reader thread -----------------------------------------------------------------------
+
+    def _open_reader(self) -> None:
+        self._reader_conn = self._dial()
+
+    def _close_reader(self) -> None:
+        conn, self._reader_conn = self._reader_conn, None
+        if conn is not None:
+            conn.close()
+
+    def _reader_connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The reads' connection, replaced first if the server dropped it."""
+        conn = self._reader_conn
+        if conn is None:
+            raise InvalidState(f"storage {self.url} is not open")
+        if conn.closed:
+            logger.warning("storage %s: the reading connection was lost; reconnecting", self.url)
+            conn = self._reader_conn = self._dial()
+        return conn
+
+    def _reading(self, read: Callable[[psycopg.Connection[tuple[Any, ...]]], _T]) -> _T:
+        """Run ``read`` on the reads' connection, once more on a new one if that connection broke."""
+        conn = self._reader_connection()
+        try:
+            return read(conn)
+        except self._pg.OperationalError:
+            if not conn.broken:
+                raise
+            logger.warning("storage %s: the reading connection broke during a read; reading again", self.url)
+            return read(self._reader_connection())
+
     def _read_state(self, closed_tasks: bool) -> StoredState:
-        conn = self._connection()
-        # One snapshot for the three tables.
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            sessions = _decode(cur, _Q.select_sessions, codec.session_from_row)
-            cur.execute(_Q.count_tasks)
-            apply_counts(sessions, cur.fetchall())
-            return StoredState(
-                applications=_decode(cur, _Q.select_applications, codec.application_from_row),
-                sessions=sessions,
-                tasks=_decode(cur, _Q.select_tasks if closed_tasks else _Q.select_open_tasks, codec.task_from_row),
-            )
+        return self._reading(partial(_read_state, closed_tasks))
 
     def _read_task(self, session_id: str, task_id: str) -> Task | None:
-        row = self._connection().execute(_Q.select_task, (session_id, task_id)).fetchone()
+        row = self._reading(lambda conn: conn.execute(_Q.select_task, (session_id, task_id)).fetchone())
         return None if row is None else codec.task_from_row(row)
 
     def _read_tasks(
         self, session_id: str, offset: int, limit: int | None, states: tuple[int, ...] | None
     ) -> list[Task]:
-        states = states or ()
-        rows = self._connection().execute(_Q.select_page(len(states)), (session_id, *states, limit, offset))
-        return [codec.task_from_row(row) for row in rows.fetchall()]
+        params = (session_id, *(states or ()), limit, offset)
+        query = _Q.select_page(len(states or ()))
+        rows = self._reading(lambda conn: conn.execute(query, params).fetchall())
+        return [codec.task_from_row(row) for row in rows]
+
+
+def _read_state(closed_tasks: bool, conn: psycopg.Connection[tuple[Any, ...]]) -> StoredState:
+    # One snapshot for the three tables.
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sessions = _decode(cur, _Q.select_sessions, codec.session_from_row)
+        cur.execute(_Q.count_tasks)
+        apply_counts(sessions, cur.fetchall())
+        return StoredState(
+            applications=_decode(cur, _Q.select_applications, codec.application_from_row),
+            sessions=sessions,
+            tasks=_decode(cur, _Q.select_tasks if closed_tasks else _Q.select_open_tasks, codec.task_from_row),
+        )
 
 
 def _copy(cur: psycopg.Cursor[tuple[Any, ...]], statement: str, types: Sequence[str], rows: list[codec.Row]) -> None:

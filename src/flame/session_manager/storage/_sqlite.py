@@ -7,8 +7,9 @@ commits (fsync happens at checkpoints). ``FULL`` would fsync on every commit for
 session manager does not promise (it promises to survive its own process dying), and group commit
 already amortises whatever a commit costs.
 
-The connection is opened, used and closed in the engine's writer thread only (sqlite3's default
-same-thread check enforces that), so it needs no lock.
+Two connections: the writer's, opened, used and closed in the writer thread only, and a read-only
+one in the reader thread (sqlite3's default same-thread check enforces both), so neither needs a
+lock. WAL lets the reader read committed data while the writer commits.
 
 Schema versions: 1 had a task's events in one JSON column; 2 adds ``appended_events`` for the
 narrow UpdateTask. Opening a version-1 file upgrades it in place (one ALTER TABLE, no rewrite).
@@ -90,6 +91,7 @@ class SqliteStorage(SqlStorage):
         super().__init__(url)
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._reader_conn: sqlite3.Connection | None = None
 
     def _prepare(self, batch: Batch) -> Callable[[], None]:
         return partial(self._commit_rows, Rows.of(batch))
@@ -196,8 +198,29 @@ class SqliteStorage(SqlStorage):
                     logger.exception("storage %s: rollback failed", self.url)
             raise
 
+    # -- the reader thread -----------------------------------------------------------------------
+
+    def _open_reader(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise InvalidArgument(f"cannot open the storage database {self.path} for reading: {exc}") from exc
+        self._reader_conn = conn
+
+    def _close_reader(self) -> None:
+        conn, self._reader_conn = self._reader_conn, None
+        if conn is not None:
+            conn.close()
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        if self._reader_conn is None:
+            raise InvalidState(f"storage {self.url} is not open")
+        return self._reader_conn
+
     def _read_state(self, closed_tasks: bool) -> StoredState:
-        conn = self._connection()
+        conn = self._reader_connection()
         conn.execute("BEGIN")  # one read transaction: the tables come from the same snapshot
         try:
             sessions = [codec.session_from_row(row) for row in conn.execute(_Q.select_sessions)]
@@ -212,7 +235,7 @@ class SqliteStorage(SqlStorage):
             conn.execute("ROLLBACK")
 
     def _read_task(self, session_id: str, task_id: str) -> Task | None:
-        row = self._connection().execute(_Q.select_task, (session_id, task_id)).fetchone()
+        row = self._reader_connection().execute(_Q.select_task, (session_id, task_id)).fetchone()
         return None if row is None else codec.task_from_row(row)
 
     def _read_tasks(
@@ -220,5 +243,5 @@ class SqliteStorage(SqlStorage):
     ) -> list[Task]:
         states = states or ()
         params = (session_id, *states, _NO_LIMIT if limit is None else limit, offset)
-        rows = self._connection().execute(_Q.select_page(len(states)), params)
+        rows = self._reader_connection().execute(_Q.select_page(len(states)), params)
         return [codec.task_from_row(row) for row in rows]

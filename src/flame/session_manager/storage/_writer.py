@@ -1,9 +1,11 @@
-"""The thread an engine's blocking I/O runs in: one per engine, for its whole life.
+"""The threads an engine's blocking I/O runs in: a writer and a reader, each for the engine's life.
 
-Why one long-lived thread rather than ``asyncio.to_thread`` per commit: the executor hop, its
-future and its wakeup cost the event loop more than a small commit itself, and one thread keeps
-the engine's connection on one thread, so it needs no lock. Jobs run one at a time in the order
+Why long-lived threads rather than ``asyncio.to_thread`` per commit: the executor hop, its future
+and its wakeup cost the event loop more than a small commit itself, and a thread per connection
+keeps each connection on one thread, so it needs no lock. Jobs run one at a time in the order
 they were submitted, and each reports back with exactly one ``loop.call_soon_threadsafe``.
+Reads have a thread (and connection) of their own so that paging through a large closed session
+never holds up the commits of the hot path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ Done = Callable[[Any, BaseException | None], None]
 Job = tuple[Callable[[], Any], Done]
 
 
-class WriterThread:
+class EngineThread:
     """Runs submitted jobs in order in one daemon thread and reports each to ``loop``.
 
     Daemon, so an engine that was never stopped cannot hold the interpreter open at exit; stop()
