@@ -81,6 +81,7 @@ class ApiServer:
         self.history: list[tuple[int, str, str, Obj]] = []  # (rv, type, resource, object)
         self.changed = asyncio.Condition()
         self.bookmark_seconds = bookmark_seconds
+        self.watch_epoch = 0  # bumped to end every open watch (as an API server restart does)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call
         self.on_create: list[Callable[[Obj], None]] = []  # the kubelet's hooks
         self.on_delete: list[Callable[[Obj, int], bool]] = []  # True: the hook finishes the deletion
@@ -104,6 +105,12 @@ class ApiServer:
     def compact(self) -> None:
         """Forget the history (watches from an older resourceVersion get 410 Gone)."""
         self.history.clear()
+
+    async def end_watches(self) -> None:
+        """End every open watch cleanly; clients resume from the last resourceVersion they saw."""
+        self.watch_epoch += 1
+        async with self.changed:
+            self.changed.notify_all()
 
     def get(self, resource: str, namespace: str, name: str) -> Obj | None:
         return self.objects.get((resource, namespace, name))
@@ -236,7 +243,8 @@ class ApiServer:
                 yield {"type": "ERROR", "object": status(410, "Expired", f"too old resource version: {since}")}
                 return
             seen = since
-            while loop.time() < deadline:
+            epoch = self.watch_epoch
+            while loop.time() < deadline and epoch == self.watch_epoch:
                 for rv, change, res, obj in list(self.history):
                     if rv <= seen:
                         continue

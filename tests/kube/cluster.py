@@ -18,12 +18,22 @@ from tests.kube.emulation import NAMESPACE, Emulation
 class KubeCluster:
     def __init__(self, emulation: Emulation, data_dir: Path, storage: str = "memory", **provider: Any) -> None:
         port = free_port()  # the pods need the address before the server is up
-        settings = {"namespace": NAMESPACE, "kubeconfig": str(emulation.kubeconfig),
-                    "session_manager": f"http://127.0.0.1:{port}", "owner_configmap": "flame-cluster",
-                    "failure_backoff": 0.2}
+        settings = {
+            "namespace": NAMESPACE,
+            "kubeconfig": str(emulation.kubeconfig),
+            "session_manager": f"http://127.0.0.1:{port}",
+            "owner_configmap": "flame-cluster",
+            "failure_backoff": 0.2,
+        }
         settings.update(provider)
-        section = {"endpoint": f"http://127.0.0.1:{port}", "storage": storage, "data_dir": str(data_dir),
-                   "schedule_interval": 100, "slot": "cpu=1,mem=256m", "provider": {"kubernetes": settings}}
+        section = {
+            "endpoint": f"http://127.0.0.1:{port}",
+            "storage": storage,
+            "data_dir": str(data_dir),
+            "schedule_interval": 100,
+            "slot": "cpu=1,mem=256m",
+            "provider": {"kubernetes": settings},
+        }
         self.config = cluster_config_from_dict({"cluster": section}, source="KubeCluster")
         self.endpoint = f"http://127.0.0.1:{port}"
         self._loop = asyncio.new_event_loop()

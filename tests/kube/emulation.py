@@ -111,5 +111,17 @@ class Emulation:
         """As ``kubectl delete pod``: through the API, grace period and all."""
         self.run(self.api.handle(http.Request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}", {}, None)))
 
+    def expire_watches(self) -> None:
+        """Compact the history and cut open watches: clients resume, get 410 Gone and list again."""
+
+        async def expire() -> None:
+            configmap = self.api.get("configmaps", NAMESPACE, "flame-cluster")
+            assert configmap is not None and self._server is not None
+            await self.api.put("configmaps", configmap, "MODIFIED")  # a change no pod watcher saw
+            self.api.compact()
+            await self.api.end_watches()
+
+        self.run(expire())
+
     def pod_creates(self) -> int:
         return self.call(lambda: sum(1 for m, p in self.api.requests if m == "POST" and p.endswith("/pods")))

@@ -45,7 +45,13 @@ def test_kubernetes_settings() -> None:
         }
     )
     assert k is not None
-    assert (k.namespace, k.max_pods, k.executors_per_pod, k.scheduler, k.queue) == ("flame", 4, 2, "volcano", "research")
+    assert (k.namespace, k.max_pods, k.executors_per_pod, k.scheduler, k.queue) == (
+        "flame",
+        4,
+        2,
+        "volcano",
+        "research",
+    )
     assert k.session_manager.address == "sm.flame.svc:9000"
     assert k.node_selector == (("pool", "batch"),)
     assert k.image_pull_secrets == ("regcred",)
@@ -57,8 +63,14 @@ def test_kubernetes_settings() -> None:
     [
         ("k8s", "invalid cluster.provider 'k8s': expected none, kubernetes"),
         ({"kubernetes": {}, "none": {}}, "expected none, kubernetes, or a mapping"),
-        ({"kubernetes": {"max_pod": 3}}, "unknown key 'cluster.provider.kubernetes.max_pod' (did you mean 'max_pods'?)"),
-        ({"kubernetes": {"max_pods": 0}}, "invalid cluster.provider.kubernetes.max_pods 0: expected a whole number >= 1"),
+        (
+            {"kubernetes": {"max_pod": 3}},
+            "unknown key 'cluster.provider.kubernetes.max_pod' (did you mean 'max_pods'?)",
+        ),
+        (
+            {"kubernetes": {"max_pods": 0}},
+            "invalid cluster.provider.kubernetes.max_pods 0: expected a whole number >= 1",
+        ),
         ({"kubernetes": {"namespace": "Flame_NS"}}, "invalid cluster.provider.kubernetes.namespace 'Flame_NS'"),
         ({"kubernetes": {"scheduler": "kube-batch"}}, "expected one of: default, volcano"),
         ({"kubernetes": {"image_pull_policy": "always"}}, "expected one of: Always, IfNotPresent, Never"),
