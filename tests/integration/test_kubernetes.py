@@ -16,7 +16,7 @@ import pytest
 
 import flame
 from flame.apps.flmping import flmping_application_spec
-from flame.types import EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP, TaskState
+from flame.types import EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP
 from tests.integration.conftest import wait_for
 from tests.kube.cluster import KubeCluster
 from tests.kube.emulation import Emulation
