@@ -141,3 +141,10 @@ def test_idle_and_surplus_pods_are_deleted() -> None:
     later = plan_pods(state, {}, s, {}, 1, 10, now=12.0)
     assert ("idle", "idle for 2000 ms (delay_release)") in later.delete
     assert all(name != "busy" for name, _ in later.delete)
+
+
+def test_idle_pod_of_a_session_still_short_is_kept() -> None:
+    s = snap([session("a", pending=1, delay_release_ms=0)], [], [node("idle")])
+    state = pods(PodInfo("idle", "a", "app", 0.0))
+    assert plan_pods(state, {"a": 1}, s, {}, 1, 10, now=100.0).delete == []
+    assert plan_pods(state, {}, s, {}, 1, 10, now=100.0).delete == [("idle", "idle for 0 ms (delay_release)")]

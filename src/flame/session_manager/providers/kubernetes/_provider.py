@@ -63,7 +63,7 @@ class KubernetesProvider:
         self._latest: tuple[Mapping[str, int], Snapshot] | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._doomed: dict[str, str] = {}  # pods seen failing, to delete: name -> reason
+        self._doomed: dict[str, tuple[str, str]] = {}  # pods seen failing: name -> (session id, reason)
         self._calls = asyncio.Semaphore(_PARALLEL_CALLS)
 
     @property
@@ -131,7 +131,11 @@ class KubernetesProvider:
         now = time.monotonic()
         per_pod = self.config.executors_per_pod
         doomed, self._doomed = self._doomed, {}
-        calls = [self._delete(name, reason) for name, reason in doomed.items()]
+        if doomed:
+            details = await asyncio.gather(*(self._last_warning(name) for name in doomed))
+            for (name, (sid, reason)), detail in zip(doomed.items(), details, strict=True):
+                self._failed(sid, f"pod {name} failed: {reason}{detail}")
+        calls = [self._delete(name, "it failed") for name in doomed]
         plan = plan_pods(self.pods, unmet, snapshot, self.backoff, per_pod, self.config.max_pods, now)
         calls += [self._delete(name, reason) for name, reason in plan.delete]
         sessions = {s.id: s for s in snapshot.sessions}
@@ -268,18 +272,29 @@ class KubernetesProvider:
             pod.reported.add("unschedulable")
             self._session_event(pod.session_id, f"pod {name} cannot be scheduled: {status.unschedulable}")
         if status.failed and "failed" not in pod.reported:
-            pod.reported.add("failed")
-            self._failed(pod.session_id, f"pod {name} failed: {status.failed}")
+            pod.reported.add("failed")  # told, backed off and deleted by the next _apply
             self.fleet.lose_node(name, f"its pod failed ({status.failed})")
-            if not pod.deleting:
-                pod.deleting = True
-                self._doomed[name] = "it failed"
+            pod.deleting = True
+            self._doomed[name] = (pod.session_id, status.failed)
         state = self.backoff.get(pod.session_id)
         if pod.registered and state is not None and not state.gave_up:
             del self.backoff[pod.session_id]  # a pod of the session works: no more backoff
         self._wake.set()
 
     # ---- telling the session ------------------------------------------------------------------
+
+    async def _last_warning(self, name: str) -> str:
+        """The pod's latest Warning event, as ``; last event: <reason>: <message>`` (best effort)."""
+        try:
+            events = await self.api.pod_events(name)
+        except Exception as exc:
+            logger.debug("cannot read the events of pod %s: %s", name, exc)
+            return ""
+        warnings = [e for e in events if e.get("type") == "Warning"]
+        if not warnings:
+            return ""
+        last = max(warnings, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return f"; last event: {last.get('reason', '')}: {last.get('message', '')}"
 
     def _session_event(self, session_id: str, message: str) -> None:
         rec = self.controller.sessions.get(session_id)

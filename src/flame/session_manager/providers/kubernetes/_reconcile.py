@@ -6,7 +6,8 @@
   none is made before its backoff ends, and then one at a time until one registers.
 - Pods on their way that the session no longer needs are deleted, those not started first.
 - A registered pod whose node serves no session is idle; it is deleted once it was idle for
-  its session's delay_release (or at once, when its session is closed or gone).
+  its session's delay_release while the session wanted no more executors (or at once, when its
+  session is closed or gone).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def plan_pods(
     """Pods to create per session and pods to delete. Updates each pod's ``registered`` and ``idle_since``."""
     sessions = {s.id: s for s in snapshot.sessions}
     alive = [p for p in pods.values() if not p.deleting and p.status.failed is None]
-    delete = _idle(alive, snapshot, sessions, now)
+    delete = _idle(alive, snapshot, sessions, unmet, now)
     coming: dict[str, list[PodInfo]] = {}
     per_session: dict[str, int] = {}
     for pod in alive:
@@ -97,9 +98,13 @@ def plan_pods(
 
 
 def _idle(
-    alive: list[PodInfo], snapshot: Snapshot, sessions: Mapping[str, SessionView], now: float
+    alive: list[PodInfo],
+    snapshot: Snapshot,
+    sessions: Mapping[str, SessionView],
+    unmet: Mapping[str, int],
+    now: float,
 ) -> list[tuple[str, str]]:
-    """Registered pods whose node served no session for long enough."""
+    """Registered pods whose node served no session for long enough, while their session wants no more."""
     ready = {n.name for n in snapshot.nodes if n.ready}
     serving = {e.node for e in snapshot.executors if e.state in _SERVING and e.session_id is not None}
     delete: list[tuple[str, str]] = []
@@ -116,6 +121,8 @@ def _idle(
         session = sessions.get(pod.session_id)
         if session is None or not session.open:
             delete.append((pod.name, "its session is closed"))
+        elif unmet.get(session.id, 0) > 0:
+            continue  # the session still wants executors: this node gets one next cycle
         elif now - pod.idle_since >= session.delay_release_ms / 1000:
             delete.append((pod.name, f"idle for {session.delay_release_ms} ms (delay_release)"))
     return delete
