@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
+from flame.config._provider import KubernetesConfig, parse_provider
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir, user_data_dir
 from flame.errors import InvalidArgument
 from flame.types import ResourceRequirement
@@ -34,6 +35,7 @@ _CLUSTER_KEYS = (
     "limits",
     "tls",
     "data_dir",
+    "provider",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -89,6 +91,8 @@ class ClusterConfig:
     max_common_data_size: int
     tls: TlsConfig | None
     data_dir: Path
+    # cluster.provider: None is "none" (executor managers register themselves); else pods on Kubernetes.
+    provider: KubernetesConfig | None = None
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -144,6 +148,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
+        provider=parse_provider(cluster),
     )
 
 

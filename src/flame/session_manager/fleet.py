@@ -116,6 +116,19 @@ class Fleet:
             for executor_id in list(rec.executors):
                 self._forget(self.c.executors[executor_id], f"node {name} was lost")
 
+    def lose_node(self, name: str, reason: str) -> None:
+        """Forget node ``name`` now (a provider saw its pod go): its running tasks go back to Pending."""
+        rec = self.c.nodes.pop(name, None)
+        if rec is None:
+            return
+        if rec.link is not None:
+            rec.link.close()
+            rec.link = None
+        logger.info("node %s gone: %s; forgetting its executors", name, reason)
+        for executor_id in list(rec.executors):
+            self._forget(self.c.executors[executor_id], f"node {name} is gone: {reason}")
+        self.c.kick()
+
     # ---- executors ------------------------------------------------------------------------
 
     def _set_state(self, ex: ExecutorRecord, new: ExecutorState) -> None:

@@ -16,6 +16,7 @@ from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
 from flame.session_manager.frontend import FrontendExtService, FrontendService
+from flame.session_manager.providers import Provider, build_provider
 from flame.session_manager.scheduler import Scheduler
 from flame.session_manager.scheduler.loop import run_scheduler
 from flame.session_manager.storage import Storage, open_storage
@@ -58,6 +59,7 @@ class SessionManager:
         self.scheduler = Scheduler(config.policies)  # an unknown policy name is refused here
         mutual = config.tls is not None and config.tls.ca_file is not None
         self.backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
+        self.provider: Provider = build_provider(config, self.controller, self.fleet)
         self._server: grpc.aio.Server | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -96,8 +98,9 @@ class SessionManager:
                 raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
         await server.start()
         self._server = server
+        await self.provider.start()
         self._scheduler = asyncio.create_task(
-            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler),
+            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler, self.provider),
             name="scheduler",
         )
         logger.info(
@@ -117,6 +120,7 @@ class SessionManager:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
+        await self.provider.shutdown()
         await self.storage.stop()
         logger.info("session manager stopped")
 

@@ -12,17 +12,23 @@ from flame.types import now_ms
 if TYPE_CHECKING:
     from flame.session_manager.controller import Controller
     from flame.session_manager.fleet import Fleet
+    from flame.session_manager.providers import Provider
 
 logger = logging.getLogger(__name__)
 
 
 async def run_scheduler(
-    controller: Controller, fleet: Fleet, interval_ms: int, scheduler: Scheduler | None = None
+    controller: Controller,
+    fleet: Fleet,
+    interval_ms: int,
+    scheduler: Scheduler | None = None,
+    provider: Provider | None = None,
 ) -> None:
     """Run forever (until cancelled). A failing cycle is logged and the next one runs.
 
     ``scheduler`` carries the configured policies (``Scheduler(config.policies)``); the
-    default is priority then fair share.
+    default is priority then fair share. ``provider`` is told after each cycle what the
+    registered nodes could not give (it adds nodes, e.g. Kubernetes pods).
     """
     scheduler = scheduler or Scheduler()
     while True:
@@ -30,8 +36,11 @@ async def run_scheduler(
         try:
             started = time.perf_counter()
             fleet.check_nodes(now_ms())
-            decision = scheduler.plan(fleet.snapshot())
+            snapshot = fleet.snapshot()
+            decision = scheduler.plan(snapshot)
             fleet.apply(decision)
+            if provider is not None:
+                provider.reconcile(decision.unmet, snapshot)
             spent_ms = (time.perf_counter() - started) * 1000
             if spent_ms > interval_ms:
                 logger.warning("scheduling cycle took %.0f ms (interval %d ms)", spent_ms, interval_ms)

@@ -14,6 +14,8 @@ computed together and acted on at once):
 4. Rebalance: if the cluster is full and a session is owed its share, sessions above
    theirs unbind executors after their current tasks (bounded, with hysteresis).
 5. Release idle executors past the idle grace; report sessions that fit no node.
+6. Report what no registered node could give: executors each session still wants after
+   this cycle (a provider turns them into nodes, e.g. Kubernetes pods).
 """
 
 from __future__ import annotations
@@ -55,14 +57,18 @@ class Scheduler:
         unbind_unneeded(snapshot, sessions, index, actions)
 
         schedulable = []
+        homeless: list[tuple[str, int]] = []  # sessions no node can hold, with what they want
         for s in snapshot.sessions:
             if not (s.open and s.schedulable):
                 continue
             if not room.fits_anywhere(s.resreq):
-                if room.allocatable and s.demand(index.busy.get(s.id, 0)) > index.held.get(s.id, 0):
-                    decision.unplaceable[s.id] = (
-                        f"no node can hold an executor of {s.resreq}; largest node: {room.largest()}"
-                    )
+                missing = s.demand(index.busy.get(s.id, 0)) - index.held.get(s.id, 0)
+                if missing > 0:
+                    homeless.append((s.id, missing))
+                    if room.allocatable:
+                        decision.unplaceable[s.id] = (
+                            f"no node can hold an executor of {s.resreq}; largest node: {room.largest()}"
+                        )
                 continue
             schedulable.append(s)
         wants = self._shares(schedulable, index, room.pool())
@@ -77,6 +83,7 @@ class Scheduler:
         )
         rebalance(wants, index, room, self._preemption_limit(index.total), actions)
         release_idle(snapshot, leftover, actions)
+        decision.unmet = _unmet(wants, homeless, room.cluster_left)
         return decision
 
     def _shares(self, sessions: list[SessionView], index: ClusterIndex, pool: Pool) -> list[Want]:
@@ -121,6 +128,23 @@ class Scheduler:
     def _preemption_limit(self, executors: int) -> int:
         limit = self.settings.max_preemptions
         return max(8, executors // 10) if limit is None else limit
+
+
+def _unmet(wants: list[Want], homeless: list[tuple[str, int]], cluster_left: int | None) -> dict[str, int]:
+    """Executors each session could use beyond what it holds and was given this cycle.
+
+    In serving order (sessions that fit no node last), within what the cluster-wide executor
+    limit still allows: a node added for more would stay empty.
+    """
+    unmet: dict[str, int] = {}
+    left = cluster_left
+    for sid, missing in [(w.session.id, w.demand - w.have) for w in wants] + homeless:
+        if left is not None:
+            missing = min(missing, left)
+            left -= max(missing, 0)
+        if missing > 0:
+            unmet[sid] = missing
+    return unmet
 
 
 _DEFAULT = Scheduler()

@@ -109,3 +109,6 @@ class Decision:
     unplaceable: dict[str, str] = field(default_factory=dict)
     # Each scheduled session's fair share in executors (fractional), for metrics and simulators.
     entitlements: dict[str, float] = field(default_factory=dict)
+    # Executors each session wants beyond what it holds or was given this cycle, for lack of room
+    # on the registered nodes (sessions that want none are left out). Providers make nodes for them.
+    unmet: dict[str, int] = field(default_factory=dict)
