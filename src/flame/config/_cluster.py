@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._dashboard import DashboardConfig, parse_dashboard
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir, user_data_dir
 from flame.errors import InvalidArgument
@@ -34,6 +35,7 @@ _CLUSTER_KEYS = (
     "limits",
     "tls",
     "data_dir",
+    "dashboard",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -89,6 +91,7 @@ class ClusterConfig:
     max_common_data_size: int
     tls: TlsConfig | None
     data_dir: Path
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -144,6 +147,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
+        dashboard=parse_dashboard(cluster, tls is not None),
     )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -19,6 +20,9 @@ from flame.session_manager.frontend import FrontendExtService, FrontendService
 from flame.session_manager.scheduler import Scheduler
 from flame.session_manager.scheduler.loop import run_scheduler
 from flame.session_manager.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from flame.dashboard import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class SessionManager:
         self._stopped = asyncio.Event()
         self.port = 0
         self.backend_port = 0  # executor managers' mutual TLS port, when cluster.tls.ca_file is set
+        self.dashboard: Dashboard | None = None  # running once started, when cluster.dashboard.enabled
 
     @property
     def endpoint(self) -> str:
@@ -96,13 +101,37 @@ class SessionManager:
                 raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
         await server.start()
         self._server = server
+        await self._start_dashboard()
+        on_cycle = self.dashboard.scheduled if self.dashboard is not None else None
         self._scheduler = asyncio.create_task(
-            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler),
+            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler, on_cycle),
             name="scheduler",
         )
         logger.info(
             "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url
         )
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return None if self.dashboard is None else self.dashboard.url
+
+    async def _start_dashboard(self) -> None:
+        settings = self.config.dashboard
+        if not settings.enabled:
+            return
+        from flame.dashboard import Dashboard
+
+        dashboard = Dashboard(self.controller, settings, self.config.tls)
+        try:
+            await dashboard.start()
+        except OSError as exc:
+            where = f"{settings.host}:{settings.port}"
+            if settings.port_given:
+                raise OSError(f"cannot serve the dashboard on {where} (cluster.dashboard): {exc.strerror}") from exc
+            logger.warning("dashboard not started: %s is in use (set cluster.dashboard.port)", where)
+            return
+        self.storage.on_commit.append(dashboard.storage_committed)
+        self.dashboard = dashboard
 
     async def serve(self) -> None:
         await self._stopped.wait()
@@ -117,6 +146,8 @@ class SessionManager:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.storage.stop()
         logger.info("session manager stopped")
 

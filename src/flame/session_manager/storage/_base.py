@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
@@ -41,6 +42,8 @@ class Storage(ABC):
     def __init__(self, url: str) -> None:
         self.url = url
         self.commits = 0
+        # Called with (records, seconds) after each batch commits (metrics).
+        self.on_commit: list[Callable[[int, float], None]] = []
         self._pending: list[Record] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
@@ -200,6 +203,7 @@ class Storage(ABC):
 
     async def _commit_batch(self, records: list[Record], waiters: list[asyncio.Future[None]]) -> None:
         if records:
+            started = time.perf_counter()
             try:
                 batch = plan_batch(records)
                 commit = self._prepare(batch)
@@ -220,6 +224,8 @@ class Storage(ABC):
                 _fail(waiters, partial(_commit_failed, self.url, exc))
                 return
             self.commits += 1
+            for hook in self.on_commit:
+                hook(len(records), time.perf_counter() - started)
             logger.debug("storage %s: committed %d records as batch %d", self.url, batch.records, self.commits)
         for waiter in waiters:
             if not waiter.done():
