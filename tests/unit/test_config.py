@@ -47,6 +47,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(flame.config.__all__) == [
         "ClientConfig",
         "ClusterConfig",
+        "DashboardConfig",
         "Endpoint",
         "ExecutorManagerConfig",
         "TlsConfig",
@@ -281,7 +282,7 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: data_dir, endpoint, executors, limits, name, policies, resreq,"
+            "known keys in cluster: dashboard, data_dir, endpoint, executors, limits, name, policies, resreq,"
             " schedule_interval, slot, storage, tls",
         ),
         (

@@ -19,8 +19,9 @@ from flame.dashboard._state import (
     parse_task_state,
     state_name,
 )
+from flame.types import now_ms
 
-PAGE_SIZE = 50
+PAGE_SIZE = 25
 LOG_TAIL_BYTES = 16 * 1024
 
 
@@ -90,6 +91,7 @@ def overview(state: ClusterState, publisher: Publisher) -> str:
     )
     sessions = sorted(state.sessions(open_only=True), key=lambda s: s.creation_time, reverse=True)
     failures = list(reversed(publisher.metrics.failures))[:10]
+    apps = " \u00b7 ".join(link(url("applications", a.name), a.name) for a in state.applications()) or "none registered"
     node_table = table(("node", "state", "cpu used", "memory used", "executors"), nodes, body_id="nodes")
     session_table = table(
         _SESSION_HEADERS, (_session_row(s) for s in sessions), body_id="sessions", empty="no open session"
@@ -97,7 +99,8 @@ def overview(state: ClusterState, publisher: Publisher) -> str:
     body = (
         "<section class=cards>"
         f"<div class=card><h2>Nodes</h2>{node_table}</div>"
-        f"<div class=card><h2>Executors</h2><ul class=counts id=executor-states>{executors}</ul></div>"
+        f"<div class=card><h2>Executors</h2><ul class=counts id=executor-states>{executors}</ul>"
+        f"<h2>Applications</h2><p id=applications>{apps}</p></div>"
         "</section>"
         "<section class=cards>"
         f"<div class=card>{chart('series', 'finished', 'tasks finished per second')}</div>"
@@ -136,9 +139,11 @@ def session(state: ClusterState, publisher: Publisher, session_id: str, query: d
             ("why not more", f"<span class=reason>{live('allocation.reason', allocation.reason)}</span>"),
         ]
     )
-    executors = [_executor_row(x) for x in state.executors() if x.session_id == session_id]
+    executors = [_executor_row(x)[:3] + _executor_row(x)[5:] for x in state.executors() if x.session_id == session_id]
     events = [[e(when(ev.creation_time)), e(ev.code), e(ev.message)] for ev in state.session_events(session_id)]
     failures = list(reversed(publisher.metrics.session_failures.get(session_id, ())))[:20]
+    headers = ("executor", "node", "state", "tasks held", "created")
+    executor_table = table(headers, executors, body_id="executors", empty="no executor")
     body = (
         f"<p class=sub>application {link(url('applications', info.application), info.application)} \u00b7 "
         f"<span data-live=session.state>{'Open' if info.open else 'Closed'}</span>"
@@ -150,7 +155,7 @@ def session(state: ClusterState, publisher: Publisher, session_id: str, query: d
         "</section>"
         "<section class=cards>"
         f"<div class=card><h2>Scheduler</h2>{scheduler}</div>"
-        f"<div class=card><h2>Executors bound</h2>{table(_EXECUTOR_HEADERS, executors, empty='no executor')}</div>"
+        f"<div class=card><h2>Executors bound</h2>{executor_table}</div>"
         "</section>"
         f"<h2>Failures</h2>{_failure_table(failures)}"
         f"<h2>Events</h2>{table(('time', 'code', 'message'), events, empty='no event')}"
@@ -195,7 +200,10 @@ def _task_list(state: ClusterState, session_id: str, query: dict[str, str]) -> s
     if page_no < pages:
         pager = f'{pager} <a href="?{state_arg}page={page_no + 1}#tasks">next \u2192</a>'
     headers = ("task", "state", "attempts", "created", "finished", "last message")
-    return f"<p class=filters>{filters}</p>{note}{table(headers, rows, empty='no task')}<p class=pager>{pager}</p>"
+    stamp = f"<p class=sub>as the page was loaded ({e(when(now_ms()))} UTC); reload for the latest</p>"
+    return (
+        f"<p class=filters>{filters}</p>{note}{stamp}{table(headers, rows, empty='no task')}<p class=pager>{pager}</p>"
+    )
 
 
 def _page_number(text: str) -> int:
@@ -226,7 +234,8 @@ def task(state: ClusterState, session_id: str, task_id: str, log_tail: str | Non
         ]
     )
     events = [
-        [e(when(ev.creation_time)), e(ev.code), f"<span class=message>{e(ev.message)}</span>"] for ev in info.events
+        [e(when(ev.creation_time)), e(_task_event(ev.code)), f"<span class=message>{e(ev.message)}</span>"]
+        for ev in info.events
     ]
     body = (
         f"<div class=card>{details}</div>"
@@ -234,6 +243,11 @@ def task(state: ClusterState, session_id: str, task_id: str, log_tail: str | Non
         f"<h2>Executor log (tail)</h2>{_log(log_tail)}"
     )
     return page(f"Task {session_id}/{task_id}", body, active="Sessions")
+
+
+def _task_event(code: int) -> str:
+    """A task event's code is the state it entered."""
+    return f"{code} ({TASK_STATES[code]})" if 0 <= code < len(TASK_STATES) else str(code)
 
 
 def _log(tail: str | None) -> str:

@@ -198,6 +198,11 @@ class Publisher:
             "series": _series(history, ("finished", "pending", "running", "run_ms", "wait_ms")),
             "failures": [_failure_json(f) for f in reversed(self.metrics.session_failures.get(session_id, ()))][:20],
             "events": len(self.state.session_events(session_id)),
+            "executors": [
+                {"id": x.id, "node": x.node, "state": x.state, "inflight": x.inflight, "created": x.creation_time}
+                for x in self.state.executors()
+                if x.session_id == session_id
+            ],
         }
 
 

@@ -43,13 +43,13 @@
 
   function rows(tbody, items, cells, empty, columns) {
     if (!tbody) return;
-    if (!items.length) {
-      tbody.innerHTML = '<tr class=empty><td colspan="' + columns + '">' + empty + "</td></tr>";
-      return;
-    }
-    tbody.innerHTML = items.map(function (item) {
-      return "<tr>" + cells(item).map(function (c) { return "<td>" + c + "</td>"; }).join("") + "</tr>";
-    }).join("");
+    var html = !items.length ? '<tr class=empty><td colspan="' + columns + '">' + empty + "</td></tr>" :
+      items.map(function (item) {
+        return "<tr>" + cells(item).map(function (c) { return "<td>" + c + "</td>"; }).join("") + "</tr>";
+      }).join("");
+    if (tbody.lastHtml === html) return;  // redraw only what changed: links stay clickable
+    tbody.innerHTML = html;
+    tbody.lastHtml = html;
   }
   function sessionCells(s) {
     var c = s.counts;
@@ -61,6 +61,11 @@
     return [esc(when(f.time)), '<a href="' + path("sessions", f.session) + '">' + esc(f.session) + "</a>",
       '<a href="' + path("sessions", f.session, "tasks", f.task) + '">' + esc(f.task) + "</a>",
       "<span class=message>" + esc(f.message) + "</span>"];
+  }
+
+  function executorCells(x) {
+    return ['<a href="' + path("executors", x.id) + '">' + esc(x.id) + "</a>",
+      '<a href="' + path("nodes", x.node) + '">' + esc(x.node) + "</a>", esc(x.state), x.inflight, esc(when(x.created))];
   }
 
   function chart(canvas, series) {
@@ -110,6 +115,7 @@
       var s = get(data, el.getAttribute("data-chart")); if (s) chart(el, s);
     });
     if (data.sessions) rows(document.getElementById("sessions"), data.sessions, sessionCells, "no open session", 9);
+    if (data.executors && data.session) rows(document.getElementById("executors"), data.executors, executorCells, "no executor", 5);
     if (data.failures) rows(document.getElementById("failures"), data.failures, failureCells, "no failed task", 4);
     document.body.setAttribute("data-updated", String(data.time));
   }
