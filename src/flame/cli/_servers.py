@@ -100,6 +100,7 @@ def agent_settings(
         tls_ca=config.ca_file,
         tls_cert=config.cert_file,
         tls_key=config.key_file,
+        metrics_port=config.metrics_port,
     )
 
 
