@@ -73,8 +73,17 @@ def test_after_n_tasks_the_finished_counter_grew_by_n(cluster: LocalCluster, url
     assert after[created] - before.get(created, 0.0) == n
     run_count = ("flame_task_run_seconds_count", (("application", "flmping"),))
     assert after[run_count] - before.get(run_count, 0.0) == n
+    assert after[("flame_grpc_calls_total", (("code", "OK"), ("method", "CreateSession")))] >= 1
     assert after[("flame_storage_batch_records_count", ())] > 0
     assert after[("flame_scheduler_cycle_seconds_count", ())] > 0
+
+
+def test_grpc_calls_are_counted_by_method_and_code(cluster: LocalCluster, url: str) -> None:
+    key = ("flame_grpc_calls_total", (("code", "NOT_FOUND"), ("method", "GetSession")))
+    before = samples(url).get(key, 0.0)
+    with flame.connect(cluster.endpoint) as conn, pytest.raises(flame.NotFound):
+        conn.get_session("no-such-session")
+    assert samples(url)[key] == before + 1
 
 
 def test_executor_gauges_match_flmctl_list(cluster: LocalCluster, url: str, tmp_path: Path) -> None:

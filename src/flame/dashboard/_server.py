@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from flame.config import DashboardConfig, TlsConfig
 from flame.dashboard import _pages
+from flame.dashboard._grpc import CallCounter
 from flame.dashboard._html import error_page
 from flame.dashboard._metrics import Metrics
 from flame.dashboard._publisher import OVERVIEW, SESSION_PREFIX, Publisher
@@ -76,6 +77,10 @@ class Dashboard:
 
     def storage_committed(self, records: int, seconds: float) -> None:
         self.metrics.storage_committed(records, seconds)
+
+    def grpc_interceptor(self) -> CallCounter:
+        """Counts the gRPC server's calls by method and code (give it to grpc.aio.server)."""
+        return CallCounter(self.metrics.grpc_calls)
 
     # ---- lifecycle --------------------------------------------------------------------------
 

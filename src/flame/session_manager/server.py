@@ -75,7 +75,9 @@ class SessionManager:
     async def start(self) -> None:
         await self.storage.start()
         await self.controller.recover()
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        dashboard = self._make_dashboard()
+        interceptors = [dashboard.grpc_interceptor()] if dashboard is not None else []
+        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=interceptors)
         add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
         add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
         mutual = self.config.tls is not None and self.config.tls.ca_file is not None
@@ -101,7 +103,8 @@ class SessionManager:
                 raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
         await server.start()
         self._server = server
-        await self._start_dashboard()
+        if dashboard is not None:
+            await self._start_dashboard(dashboard)
         on_cycle = self.dashboard.scheduled if self.dashboard is not None else None
         self._scheduler = asyncio.create_task(
             run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler, on_cycle),
@@ -115,13 +118,15 @@ class SessionManager:
     def dashboard_url(self) -> str | None:
         return None if self.dashboard is None else self.dashboard.url
 
-    async def _start_dashboard(self) -> None:
-        settings = self.config.dashboard
-        if not settings.enabled:
-            return
+    def _make_dashboard(self) -> Dashboard | None:
+        if not self.config.dashboard.enabled:
+            return None
         from flame.dashboard import Dashboard
 
-        dashboard = Dashboard(self.controller, settings, self.config.tls)
+        return Dashboard(self.controller, self.config.dashboard, self.config.tls)
+
+    async def _start_dashboard(self, dashboard: Dashboard) -> None:
+        settings = self.config.dashboard
         try:
             await dashboard.start()
         except OSError as exc:
