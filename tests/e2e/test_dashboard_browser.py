@@ -143,6 +143,10 @@ def test_the_other_pages_render(cluster: LocalCluster, url: str, browser: Any) -
         assert browser.find_element(By.TAG_NAME, "h1").text == name.capitalize()
         assert "Traceback" not in browser.page_source
         screenshot(browser, name)
+    browser.get(url)  # with the sessions above behind it: charts and failures filled
+    wait_until(lambda: browser.execute_script("return document.body.getAttribute('data-updated')"))
+    assert "duration_ms must be a whole number" in text(browser, "#failures")
+    screenshot(browser, "overview-later")
     browser.get(url + "sessions/no-such-session")
     assert "does not exist" in text(browser, ".error")
     screenshot(browser, "not-found")

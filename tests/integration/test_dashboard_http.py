@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -15,8 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import flame
+from flame.config import cluster_config_from_dict
+from flame.session_manager.server import SessionManager
 from flame.testing import LocalCluster
 from tests.integration.conftest import wait_for
+from tests.integration.test_tls import make_certificates
 
 TOKEN = "s3cret-token-for-the-tests"
 
@@ -190,3 +195,38 @@ def test_a_token_guards_every_page_and_the_metrics() -> None:
             assert response.status == 200 and "token" not in response.url
         with opener.open(url + "nodes", timeout=10) as response:
             assert response.status == 200
+
+
+def test_beyond_localhost_it_serves_tls_with_the_cluster_certificate(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    config = cluster_config_from_dict(
+        {
+            "cluster": {
+                "endpoint": "https://127.0.0.1:0",
+                "storage": "memory",
+                "data_dir": str(tmp_path / "data"),
+                "tls": {"cert_file": str(cert), "key_file": str(key)},
+                "dashboard": {"enabled": True, "host": "0.0.0.0", "port": 0, "token": TOKEN},
+            }
+        }
+    )
+
+    def fetch(address: str, context: ssl.SSLContext | None, token: str | None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(address, headers=headers), timeout=10, context=context):
+                return 200
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    async def check() -> None:
+        async with SessionManager(config) as manager:
+            url = manager.dashboard_url
+            assert url is not None and url.startswith("https://127.0.0.1:")
+            trusted = ssl.create_default_context(cafile=str(ca))
+            assert await asyncio.to_thread(fetch, url + "metrics", trusted, TOKEN) == 200
+            assert await asyncio.to_thread(fetch, url + "metrics", trusted, None) == 401
+            with pytest.raises(urllib.error.URLError):  # plain http is not served
+                await asyncio.to_thread(fetch, url.replace("https", "http") + "metrics", None, TOKEN)
+
+    asyncio.run(asyncio.wait_for(check(), 30))

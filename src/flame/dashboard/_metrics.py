@@ -11,8 +11,9 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 from flame.dashboard._state import ClusterState, state_name
 from flame.types import NodeState, Task, TaskState
 
+P = ParamSpec("P")
+T = TypeVar("T")
 # Seconds: tasks of a millisecond up to jobs of minutes.
 TASK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 TOP_SESSIONS = 10  # sessions with their own pending/running series; the rest are summed per application
@@ -35,6 +38,20 @@ class Failure:
     task_id: str
     message: str
     time: int  # ms
+
+
+class CpuAccount:
+    """CPU time of the event loop's thread spent in the dashboard's own code (it reports its cost)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.thread_time() - started
 
 
 class Buckets:
@@ -83,6 +100,7 @@ class Metrics:
         self.failures: deque[Failure] = deque(maxlen=RECENT_FAILURES)
         self.session_failures: defaultdict[str, deque[Failure]] = defaultdict(lambda: deque(maxlen=RECENT_FAILURES))
         self.finished_total = 0
+        self.cpu = CpuAccount()
         self.scheduler_seconds = Histogram(
             "flame_scheduler_cycle_seconds",
             "Time one scheduling cycle (snapshot, plan, apply) took.",
@@ -121,18 +139,25 @@ class Metrics:
 
     def committed(self, application: str, session_id: str, tasks: list[Task]) -> None:
         """The controller's hook: keep the final ones for the next drain."""
+        started = time.thread_time()
         final = [t for t in tasks if t.state >= TaskState.SUCCEED]
         if final:
             self._buffer.append((application, session_id, final))
+        self.cpu.seconds += time.thread_time() - started
 
     def scheduled(self, actions: Iterable[object], seconds: float) -> None:
+        self.cpu.run(self._scheduled, actions, seconds)
+
+    def _scheduled(self, actions: Iterable[object], seconds: float) -> None:
         self.scheduler_seconds.observe(seconds)
         for action in actions:
             self.scheduler_actions.labels(type(action).__name__.removesuffix("Executor").lower()).inc()
 
     def storage_committed(self, records: int, seconds: float) -> None:
+        started = time.thread_time()
         self.commit_seconds.observe(seconds)
         self.commit_records.observe(records)
+        self.cpu.seconds += time.thread_time() - started
 
     # ---- aggregation ------------------------------------------------------------------------
 
@@ -175,6 +200,9 @@ class Metrics:
         self.session_failures.pop(session_id, None)
 
     def exposition(self) -> bytes:
+        return self.cpu.run(self._exposition)
+
+    def _exposition(self) -> bytes:
         self.drain()
         return generate_latest(self.registry)
 
@@ -228,6 +256,11 @@ class _ClusterCollector(Collector):
             executors.add_metric([name], n)
         yield executors
         yield from _nodes(state)
+        cpu = CounterMetricFamily(
+            "flame_dashboard_cpu_seconds", "CPU time the dashboard and these metrics took from the session manager."
+        )
+        cpu.add_metric([], m.cpu.seconds)
+        yield cpu
 
 
 def _histograms(name: str, doc: str, by_app: dict[str, Buckets]) -> Iterator[Metric]:

@@ -106,6 +106,9 @@ class Publisher:
     # ---- sampling ---------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self.metrics.cpu.run(self._tick)
+
+    def _tick(self) -> None:
         self.ticks += 1
         self.metrics.drain()
         now = time.monotonic()
@@ -143,9 +146,9 @@ class Publisher:
                 run_ms = 1000 * timing.run_seconds / timing.finished
                 wait_ms = 1000 * timing.wait_seconds / timing.finished
             history.append(Point(stamp, (done - before) / elapsed, s.counts.pending, s.counts.running, run_ms, wait_ms))
-        for gone in set(self.session_history) - alive:
-            del self.session_history[gone]
-            self._last_done.pop(gone, None)
+        for gone in set(self._last_done) - alive:  # deleted sessions
+            self.session_history.pop(gone, None)
+            del self._last_done[gone]
             self.metrics.forget_session(gone)
 
     # ---- payloads ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -169,29 +170,30 @@ class Dashboard:
 
     def _page(self, render: Callable[[web.Request], str]) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return _html_response(render(request))
+            return _html_response(self.metrics.cpu.run(render, request))
 
         return handle
 
     async def _overview(self, request: web.Request) -> web.StreamResponse:
-        return _html_response(_pages.overview(self.state, self.publisher))
+        return _html_response(self.metrics.cpu.run(_pages.overview, self.state, self.publisher))
 
     async def _session(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
-        return _html_response(_pages.session(self.state, self.publisher, request.match_info["session"], query))
+        page = self.metrics.cpu.run(_pages.session, self.state, self.publisher, request.match_info["session"], query)
+        return _html_response(page)
 
     async def _task(self, request: web.Request) -> web.StreamResponse:
         session_id, task_id = request.match_info["session"], request.match_info["task"]
         info = self.state.task(session_id, task_id)
         path = self.state.log_file(info.executor) if info is not None and info.executor else None
         tail = await asyncio.to_thread(read_tail, path, _pages.LOG_TAIL_BYTES) if path else None
-        return _html_response(_pages.task(self.state, session_id, task_id, tail))
+        return _html_response(self.metrics.cpu.run(_pages.task, self.state, session_id, task_id, tail))
 
     async def _executor(self, request: web.Request) -> web.StreamResponse:
         executor_id = request.match_info["executor"]
         path = self.state.log_file(executor_id)
         tail = await asyncio.to_thread(read_tail, path, _pages.LOG_TAIL_BYTES) if path else None
-        return _html_response(_pages.executor(self.state, executor_id, tail))
+        return _html_response(self.metrics.cpu.run(_pages.executor, self.state, executor_id, tail))
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -211,7 +213,9 @@ class Dashboard:
         await response.prepare(request)
         try:
             async for payload in self.publisher.subscribe(topic):
-                await response.write(f"data: {payload}\n\n".encode())
+                started = time.thread_time()
+                await response.write(f"data: {payload}\n\n".encode())  # buffered: no wait on a live page
+                self.metrics.cpu.seconds += time.thread_time() - started
         except (ConnectionResetError, ConnectionError):
             pass  # the page was closed
         return response
