@@ -165,31 +165,55 @@ class Metrics:
         """Count and time the tasks finished since the last drain; count tasks created."""
         buffer, self._buffer = self._buffer, []
         for application, session_id, tasks in buffer:
-            timing = self.timings[session_id]
-            run, wait = self._run[application], self._wait[application]
-            for task in tasks:
-                self._finished[(application, _OUTCOMES[task.state])] += 1
-                started = _last_start(task)
-                if started is not None and task.completion_time is not None:
-                    run_s = max(0, task.completion_time - started) / 1000
-                    wait_s = max(0, _first_start(task) - task.creation_time) / 1000
-                    run.observe(run_s)
-                    wait.observe(wait_s)
-                    timing.run_seconds += run_s
-                    timing.wait_seconds += wait_s
-                timing.finished += 1
-                if task.state == TaskState.FAILED:
-                    failure = Failure(
-                        session_id, task.id, (task.events[-1].message if task.events else None) or "", _ms()
-                    )
-                    self.failures.append(failure)
-                    self.session_failures[session_id].append(failure)
-            self.finished_total += len(tasks)
+            self._drain_batch(application, session_id, tasks)
         for sid, app, created in self.state.created_counts():
             before = self._created_seen.get(sid, 0)
             if created != before:
                 self._created[app] += created - before
                 self._created_seen[sid] = created
+
+    def _drain_batch(self, application: str, session_id: str, tasks: list[Task]) -> None:
+        # The tight loop of the metrics: locals, and bucket counts updated in place.
+        run, wait = self._run[application], self._wait[application]
+        run_counts, wait_counts, bounds = run.counts, wait.counts, run.bounds
+        outcomes = [0, 0, 0, 0, 0]
+        run_total = wait_total = 0.0
+        running = TaskState.RUNNING
+        for task in tasks:
+            outcomes[task.state] += 1
+            events = task.events
+            # Usually [created, running, final]; after retries, the first and last starts differ.
+            first = last = None
+            for event in events:
+                if event.code == running:
+                    last = event.creation_time
+                    if first is None:
+                        first = last
+            if last is None or first is None or task.completion_time is None:
+                continue
+            run_s = max(0, task.completion_time - last) / 1000
+            wait_s = max(0, first - task.creation_time) / 1000
+            run_counts[bisect.bisect_left(bounds, run_s)] += 1
+            wait_counts[bisect.bisect_left(bounds, wait_s)] += 1
+            run_total += run_s
+            wait_total += wait_s
+        run.sum += run_total
+        wait.sum += wait_total
+        timing = self.timings[session_id]
+        timing.finished += len(tasks)
+        timing.run_seconds += run_total
+        timing.wait_seconds += wait_total
+        for state, outcome in _OUTCOMES.items():
+            if outcomes[state]:
+                self._finished[(application, outcome)] += outcomes[state]
+        if outcomes[TaskState.FAILED]:
+            for task in tasks:
+                if task.state == TaskState.FAILED:
+                    message = (task.events[-1].message if task.events else None) or ""
+                    failure = Failure(session_id, task.id, message, _ms())
+                    self.failures.append(failure)
+                    self.session_failures[session_id].append(failure)
+        self.finished_total += len(tasks)
 
     def take_timings(self) -> dict[str, SessionTiming]:
         timings, self.timings = self.timings, defaultdict(SessionTiming)
@@ -209,20 +233,6 @@ class Metrics:
 
 def _ms() -> int:
     return int(time.time() * 1000)
-
-
-def _last_start(task: Task) -> int | None:
-    for event in reversed(task.events):
-        if event.code == TaskState.RUNNING:
-            return event.creation_time
-    return None
-
-
-def _first_start(task: Task) -> int:
-    for event in task.events:
-        if event.code == TaskState.RUNNING:
-            return event.creation_time
-    return task.creation_time
 
 
 class _ClusterCollector(Collector):

@@ -211,7 +211,7 @@ class ClusterState:
         elif limit is not None and held >= limit:
             reason = f"it holds its max_instances ({limit})"
         elif share is not None and held >= share:
-            reason = f"it holds its fair share ({share:.1f} executors) of a busy cluster"
+            reason = f"it holds its fair share of the cluster ({share:.1f} executors)"
         elif controller.settings.max_executors is not None and len(controller.executors) >= (
             controller.settings.max_executors
         ):
