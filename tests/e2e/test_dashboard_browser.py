@@ -98,7 +98,7 @@ def test_overview_lists_the_node_and_the_flmping_application(cluster: LocalClust
 def test_a_running_session_s_progress_changes_without_a_reload(cluster: LocalCluster, url: str, browser: Any) -> None:
     with flame.connect(cluster.endpoint) as conn:
         session = conn.create_session("flmping")
-        futures = [session.run(b'{"duration_ms": 2}') for _ in range(2000)]
+        futures = [session.run(b'{"duration_ms": 4}') for _ in range(2000)]
         browser.get(f"{url}sessions/{session.id}")
         browser.execute_script("window.notReloaded = true")
 
@@ -111,6 +111,8 @@ def test_a_running_session_s_progress_changes_without_a_reload(cluster: LocalClu
         assert label.endswith("/2000") and int(label.split("/")[0]) >= second
         width = browser.execute_script("return document.querySelector('[data-bar] .seg.succeed').style.width")
         assert 0 < float(width.rstrip("%")) <= 100
+        points = 'return Number(document.body.getAttribute("data-points"))'
+        wait_until(lambda: browser.execute_script(points) >= 3 or succeed() == 2000)  # a chart worth a look
         screenshot(browser, "session-running")
         for future in futures:
             future.result(60)

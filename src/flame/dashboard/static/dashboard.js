@@ -118,6 +118,7 @@
     if (data.executors && data.session) rows(document.getElementById("executors"), data.executors, executorCells, "no executor", 5);
     if (data.failures) rows(document.getElementById("failures"), data.failures, failureCells, "no failed task", 4);
     document.body.setAttribute("data-updated", String(data.time));
+    document.body.setAttribute("data-points", String(data.series ? data.series.time.length : 0));
   }
 
   var source = new EventSource("/events?topic=" + encodeURIComponent(topic));
