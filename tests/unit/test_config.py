@@ -47,6 +47,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(flame.config.__all__) == [
         "ClientConfig",
         "ClusterConfig",
+        "DashboardConfig",
         "Endpoint",
         "ExecutorManagerConfig",
         "TlsConfig",
@@ -281,7 +282,7 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: data_dir, endpoint, executors, limits, name, policies, resreq,"
+            "known keys in cluster: dashboard, data_dir, endpoint, executors, limits, name, policies, resreq,"
             " schedule_interval, slot, storage, tls",
         ),
         (
@@ -443,7 +444,7 @@ def test_executor_manager_unknown_keys_are_refused() -> None:
     assert "did you mean 'executor_manager'?" in message
     message = refused(executor_manager_config_from_dict, {"executor_manager": {"workdir": "/w"}})
     assert "'executor_manager.workdir' (did you mean 'work_dir'?)" in message
-    assert "heartbeat_interval, max_executors, node_name" in message
+    assert "heartbeat_interval, max_executors, metrics_port, node_name" in message
 
 
 def test_socket_dir_stays_short(tmp_path: Path) -> None:
@@ -558,3 +559,10 @@ def test_limits_sizes_and_counts() -> None:
         cluster_config_from_dict({"cluster": {"limits": {"max_task_size": "lots"}}})
     with pytest.raises(InvalidArgument, match=r"cluster\.limits\.max_pending_tasks"):
         cluster_config_from_dict({"cluster": {"limits": {"max_pending_tasks": 0}}})
+
+
+def test_executor_manager_metrics_port() -> None:
+    assert executor_manager_config_from_dict({}).metrics_port is None
+    assert executor_manager_config_from_dict({"executor_manager": {"metrics_port": 0}}).metrics_port == 0
+    message = refused(executor_manager_config_from_dict, {"executor_manager": {"metrics_port": 99999}})
+    assert "invalid executor_manager.metrics_port 99999: expected a port from 0 to 65535" in message

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
 from flame.config import (
+    ClusterConfig,
     ExecutorManagerConfig,
     load_cluster_config,
     load_executor_manager_config,
@@ -29,10 +31,17 @@ def _env(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _dashboard_on_by_default(config: ClusterConfig) -> ClusterConfig:
+    """The commands serve the dashboard unless cluster.dashboard.enabled says false."""
+    if config.dashboard.enabled is not None:
+        return config
+    return dataclasses.replace(config, dashboard=dataclasses.replace(config.dashboard, enabled=True))
+
+
 def run_up(args: argparse.Namespace) -> None:
     from flame.allinone import AllInOne
 
-    config = load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS))
+    config = _dashboard_on_by_default(load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS)))
 
     async def serve() -> None:
         cluster = AllInOne(config, executors=args.executors)
@@ -46,6 +55,7 @@ def run_up(args: argparse.Namespace) -> None:
                 f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}\n"
                 f"  export FLAME_ENDPOINT={cluster.endpoint}\n"
                 f"  executor logs: {cluster.work_dir / 'logs'}\n"
+                f"  dashboard: {cluster.session_manager.dashboard_url or 'off'}\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
             )
@@ -64,7 +74,7 @@ def run_up(args: argparse.Namespace) -> None:
 def run_sm(args: argparse.Namespace) -> None:
     from flame.session_manager.server import SessionManager, serve_until_signalled
 
-    config = load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS))
+    config = _dashboard_on_by_default(load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS)))
     asyncio.run(serve_until_signalled(SessionManager(config)))
 
 
@@ -90,6 +100,7 @@ def agent_settings(
         tls_ca=config.ca_file,
         tls_cert=config.cert_file,
         tls_key=config.key_file,
+        metrics_port=config.metrics_port,
     )
 
 

@@ -25,6 +25,7 @@ from flame.config._agent import (
 )
 from flame.config._client import ClientConfig, load_client_config
 from flame.config._cluster import ClusterConfig, TlsConfig, cluster_config_from_dict, load_cluster_config
+from flame.config._dashboard import DashboardConfig
 from flame.config._endpoint import Endpoint, parse_endpoint
 from flame.config._provider import KubernetesConfig
 from flame.config._values import user_data_dir
@@ -32,6 +33,7 @@ from flame.config._values import user_data_dir
 __all__ = [
     "ClientConfig",
     "ClusterConfig",
+    "DashboardConfig",
     "Endpoint",
     "ExecutorManagerConfig",
     "KubernetesConfig",

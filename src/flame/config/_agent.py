@@ -28,6 +28,7 @@ _KEYS = (
     "service_start_timeout",
     "stop_grace",
     "tls",
+    "metrics_port",
 )
 
 # Linux's sun_path holds 108 bytes with the terminating NUL (macOS: 104). A socket path longer than
@@ -55,6 +56,8 @@ class ExecutorManagerConfig:
     # for one (mutual TLS: cluster.tls.ca_file set on the session manager).
     cert_file: Path | None = None
     key_file: Path | None = None
+    # Serve Prometheus metrics on 127.0.0.1:<port> (0: any free port); None: no metrics.
+    metrics_port: int | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -118,6 +121,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         ca_file=_ca_file(section, env, session_manager, base_dir),
         cert_file=_tls_path(section, "cert_file", env.get("FLAME_CERT_FILE"), base_dir),
         key_file=_tls_path(section, "key_file", env.get("FLAME_KEY_FILE"), base_dir),
+        metrics_port=_metrics_port(section),
     )
 
 
@@ -232,3 +236,10 @@ def _read_cgroup(name: str) -> str:
         return Path("/sys/fs/cgroup", name).read_text(encoding="ascii").strip()
     except OSError:
         return ""
+
+
+def _metrics_port(section: Section) -> int | None:
+    port = section.optional_integer("metrics_port", 0)
+    if port is not None and port > 65535:
+        raise section.error("metrics_port", port, "a port from 0 to 65535 (0: any free port)")
+    return port

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._dashboard import DashboardConfig, parse_dashboard
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._provider import KubernetesConfig, parse_provider
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir, user_data_dir
@@ -36,6 +37,7 @@ _CLUSTER_KEYS = (
     "tls",
     "data_dir",
     "provider",
+    "dashboard",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -93,6 +95,7 @@ class ClusterConfig:
     data_dir: Path
     # cluster.provider: None is "none" (executor managers register themselves); else pods on Kubernetes.
     provider: KubernetesConfig | None = None
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -149,6 +152,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         tls=tls,
         data_dir=data_dir,
         provider=parse_provider(cluster),
+        dashboard=parse_dashboard(cluster, tls is not None),
     )
 
 

@@ -22,6 +22,7 @@ import grpc
 from flame.errors import InvalidArgument, InvalidState
 from flame.executor_manager._compat import TaskGroup
 from flame.executor_manager._executor import Command, Executor, Release, Unbind
+from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import ShimError, reap_stale_services, rpc_status, socket_path_for
@@ -96,6 +97,7 @@ class ExecutorManager:
         self._serving = False
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
+        self.metrics = AgentMetrics(settings.node_name) if settings.metrics_port is not None else None
 
     @property
     def settings(self) -> AgentSettings:
@@ -134,6 +136,8 @@ class ExecutorManager:
         stale = reap_stale_services(settings.work_dir)
         if stale:
             logger.warning("stopped %d service process(es) left by a previous executor manager", stale)
+        if self.metrics is not None and settings.metrics_port is not None:
+            self.metrics.serve(settings.metrics_port, settings.metrics_host)
         self._started = True
 
     async def serve(self) -> None:
@@ -150,6 +154,8 @@ class ExecutorManager:
                 await self._drain(connection)
         finally:
             self._tg = None
+            if self.metrics is not None:
+                self.metrics.stop()
             self._done.set()
 
     async def shutdown(self) -> None:
@@ -392,6 +398,7 @@ class ExecutorManager:
             settings=self._settings,
             outbox=self._outbox,
             spawn=self._spawn,
+            metrics=self.metrics,
         )
         self._executors[executor.id] = executor
         self._workers[executor] = self._spawn(self._run_executor(executor))

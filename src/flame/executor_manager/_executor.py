@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from flame.errors import InvalidState
+from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import HostService, ServiceLost, ShimError, TaskStream, describe_exit
@@ -73,6 +75,7 @@ class Executor:
         settings: AgentSettings,
         outbox: Outbox,
         spawn: Spawn,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.id = executor_id
         self.resreq = resreq
@@ -82,6 +85,7 @@ class Executor:
         self._settings = settings
         self._outbox = outbox
         self._spawn = spawn
+        self._metrics = metrics
         self._mailbox: deque[Command] = deque()
         self._queued_runs = 0
         self._wake = asyncio.Event()
@@ -232,10 +236,14 @@ class Executor:
             has_log = os.path.exists(self._log_file)
             self._report(ExecutorState.IDLE, session_id=session_id, message=reason, log_file=has_log)
             logger.warning("executor %s failed to bind session %s: %s", self.id, session_id, _first_line(reason))
+            if self._metrics is not None:
+                self._metrics.bind_failed(command.application_name)
             return
         service = self._service
         assert service is not None  # set by _start_and_enter, which succeeded
         self._move(ExecutorState.BOUND)
+        if self._metrics is not None:
+            self._metrics.started(command.application_name)
         self._report(ExecutorState.BOUND, session_id=session_id, log_file=True)
         self._watcher = self._spawn(self._watch(service))
         if self._stream is not None:
@@ -256,6 +264,7 @@ class Executor:
             self._outcome(task, retryable=True, message=message)
             return
         self._current = task  # stays set if the call is cancelled, for _close to fail it
+        started = time.perf_counter()
         try:
             result = await service.invoke(task, self._task_timeout)
         except ServiceLost as exc:
@@ -268,6 +277,8 @@ class Executor:
             self._outcome(task, message=exc.message)
             return
         self._current = None
+        if self._metrics is not None:
+            self._metrics.invoked(time.perf_counter() - started, "succeed" if result.return_code == 0 else "failed")
         urgent = self._queued_runs <= LOW_WATER
         if result.return_code == 0:
             self._outcome(task, output=result.output if result.HasField("output") else None, urgent=urgent)
@@ -390,6 +401,8 @@ class Executor:
         self._move(ExecutorState.IDLE)
         self.session_id = None
         self._report(ExecutorState.IDLE, log_file=True)
+        if self._metrics is not None:
+            self._metrics.exited("unbound")
         logger.info("executor %s unbound from session %s", self.id, session_id)
 
     async def _release(self) -> None:
@@ -411,6 +424,8 @@ class Executor:
         self._move(ExecutorState.IDLE)
         self.session_id = None
         self._report(ExecutorState.IDLE, message=reason, log_file=True)
+        if self._metrics is not None:
+            self._metrics.exited("lost")
         logger.warning("executor %s lost its service (session %s): %s", self.id, session_id, _first_line(reason))
 
     async def _close(self, reason: str) -> None:

@@ -46,6 +46,9 @@ class AgentSettings:
     #: Client certificate (PEM) and its key, for mutual TLS; both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Serve Prometheus metrics on this port (0: any free port); None: no metrics server.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         host, sep, port = self.session_manager.rpartition(":")

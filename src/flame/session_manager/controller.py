@@ -135,6 +135,9 @@ class Controller:
         self._kick = asyncio.Event()
         # Called with a session's record when it closes (the fleet unbinds its executors).
         self.on_session_closed: list[Callable[[SessionRecord], None]] = []
+        # Called with a session's changed tasks once they are committed, before watchers hear of
+        # them: finished tasks and tasks that went back to Pending (metrics and the dashboard).
+        self.on_tasks_committed: list[Callable[[SessionRecord, list[Task]], None]] = []
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -596,6 +599,9 @@ class Controller:
     def publish(self, rec: SessionRecord, tasks: Iterable[Task]) -> None:
         """Tell watchers about changed tasks (after they were committed). A finished task then
         leaves memory: storage has it, and that is where GetTask and ListTask find it."""
+        tasks = list(tasks)
+        for hook in self.on_tasks_committed:
+            hook(rec, tasks)
         for task in tasks:
             for queue in rec.task_watchers.get(task.id, ()):
                 queue.put_nowait(task)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -20,6 +21,9 @@ from flame.session_manager.providers import Provider, build_provider
 from flame.session_manager.scheduler import Scheduler
 from flame.session_manager.scheduler.loop import run_scheduler
 from flame.session_manager.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from flame.dashboard import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class SessionManager:
         self._stopped = asyncio.Event()
         self.port = 0
         self.backend_port = 0  # executor managers' mutual TLS port, when cluster.tls.ca_file is set
+        self.dashboard: Dashboard | None = None  # running once started, when cluster.dashboard.enabled
 
     @property
     def endpoint(self) -> str:
@@ -74,7 +79,9 @@ class SessionManager:
     async def start(self) -> None:
         await self.storage.start()
         await self.controller.recover()
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        dashboard = self._make_dashboard()
+        interceptors = [dashboard.grpc_interceptor()] if dashboard is not None else []
+        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=interceptors)
         add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
         add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
         backend_pb2_grpc.add_BackendServicer_to_server(self.backend, server)
@@ -99,13 +106,47 @@ class SessionManager:
         await server.start()
         self._server = server
         await self.provider.start()
+        if dashboard is not None:
+            await self._start_dashboard(dashboard)
+        on_cycle = self.dashboard.scheduled if self.dashboard is not None else None
         self._scheduler = asyncio.create_task(
-            run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler, self.provider),
+            run_scheduler(
+                self.controller,
+                self.fleet,
+                self.config.schedule_interval_ms,
+                self.scheduler,
+                self.provider,
+                on_cycle,
+            ),
             name="scheduler",
         )
         logger.info(
             "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url
         )
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return None if self.dashboard is None else self.dashboard.url
+
+    def _make_dashboard(self) -> Dashboard | None:
+        if not self.config.dashboard.enabled:
+            return None
+        from flame.dashboard import Dashboard
+
+        return Dashboard(self.controller, self.config.dashboard, self.config.tls)
+
+    async def _start_dashboard(self, dashboard: Dashboard) -> None:
+        settings = self.config.dashboard
+        try:
+            await dashboard.start()
+        except OSError as exc:
+            where = f"{settings.host}:{settings.port}"
+            if settings.port_given:
+                raise OSError(f"cannot serve the dashboard on {where} (cluster.dashboard): {exc.strerror}") from exc
+            logger.warning("dashboard not started: %s is in use (set cluster.dashboard.port)", where)
+            return
+        self.storage.on_batch_committed.append(dashboard.storage_committed)
+        self.dashboard = dashboard
 
     async def serve(self) -> None:
         await self._stopped.wait()
@@ -121,6 +162,8 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
         await self.provider.shutdown()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.storage.stop()
         logger.info("session manager stopped")
 

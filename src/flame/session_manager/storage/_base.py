@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -57,12 +58,13 @@ OnCommit = Callable[[BaseException | None], None]
 class _Flight:
     """Who to tell when one batch has committed or failed."""
 
-    __slots__ = ("callbacks", "records", "waiters")
+    __slots__ = ("callbacks", "records", "started", "waiters")
 
     def __init__(self, waiters: list[asyncio.Future[None]], callbacks: list[OnCommit], records: int) -> None:
         self.waiters = waiters
         self.callbacks = callbacks
         self.records = records
+        self.started = time.perf_counter()
 
 
 class Storage(ABC):
@@ -84,6 +86,8 @@ class Storage(ABC):
         self._reader: EngineThread | None = None
         self._retired: list[EngineThread] = []  # left to finish by a cancelled stop()
         self._started = False
+        # Called with (records, seconds) after each batch commits (metrics).
+        self.on_batch_committed: list[Callable[[int, float], None]] = []
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._pending: list[Entry] = []
@@ -407,6 +411,8 @@ class Storage(ABC):
         if error is None:
             self.commits += 1
             logger.debug("storage %s: committed %d records as batch %d", self.url, flight.records, self.commits)
+            for hook in self.on_batch_committed:
+                hook(flight.records, time.perf_counter() - flight.started)
             self._settle_flight(flight, None)
         else:
             logger.error(

@@ -1,0 +1,12 @@
+"""The session manager's web dashboard and Prometheus metrics.
+
+:class:`Dashboard` serves the pages, the live updates (server-sent events from one publisher)
+and ``/metrics`` over HTTP on the session manager's event loop. Everything it shows is read
+through :mod:`flame.dashboard._state`, the one module that knows the controller's internals.
+"""
+
+from __future__ import annotations
+
+from flame.dashboard._server import COOKIE, Dashboard
+
+__all__ = ["COOKIE", "Dashboard"]
