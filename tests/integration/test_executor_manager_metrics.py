@@ -11,7 +11,6 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 import flame
-from flame.allinone import stop_process
 from flame.testing import LocalCluster
 from tests.integration.conftest import free_port, wait_for
 
@@ -61,4 +60,9 @@ def test_services_started_invokes_and_exits_are_counted(tmp_path: Path) -> None:
             )  # type: ignore[union-attr]
             assert invoked >= 1
         finally:
-            stop_process(agent, grace=10)
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()

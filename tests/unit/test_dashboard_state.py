@@ -36,9 +36,9 @@ def test_counts_and_failures_follow_committed_changes() -> None:
         assert metrics._finished == {("app", "cancelled"): 2}
         info = state.session("s1")
         assert info is not None and (info.counts.pending, info.counts.cancelled, info.counts.total) == (3, 2, 5)
-        page, total = state.tasks("s1", TaskState.CANCELLED, 0, 10)
+        page, total = await state.tasks("s1", TaskState.CANCELLED, 0, 10)
         assert [t.id for t in page] == ["1", "2"] and total == 2
-        assert state.task("s1", "9") is None and state.session("nope") is None
+        assert await state.task("s1", "9") is None and state.session("nope") is None
         # Closing cancels the rest; a deleted session is forgotten by the publisher.
         await c.close_session("s1")
         metrics.drain()

@@ -19,7 +19,7 @@ from flame.dashboard._state import (
     parse_task_state,
     state_name,
 )
-from flame.types import now_ms
+from flame.types import TaskState, now_ms
 
 PAGE_SIZE = 25
 LOG_TAIL_BYTES = 16 * 1024
@@ -117,7 +117,19 @@ def sessions(state: ClusterState) -> str:
     return page("Sessions", table(_SESSION_HEADERS, rows, empty="no session"), active="Sessions")
 
 
-def session(state: ClusterState, publisher: Publisher, session_id: str, query: dict[str, str]) -> str:
+TaskListing = tuple[list[TaskInfo], int | None]
+
+
+def task_query(query: dict[str, str]) -> tuple[TaskState | None, bool, int]:
+    """The task list's filter, whether it is a known state, and its page number."""
+    wanted = query.get("state", "")
+    task_state = parse_task_state(wanted) if wanted else None
+    return task_state, not wanted or task_state is not None, _page_number(query.get("page", "1"))
+
+
+def session(
+    state: ClusterState, publisher: Publisher, session_id: str, query: dict[str, str], listing: TaskListing
+) -> str:
     info = state.session(session_id)
     allocation = state.allocation(session_id)
     if info is None or allocation is None:
@@ -159,22 +171,21 @@ def session(state: ClusterState, publisher: Publisher, session_id: str, query: d
         "</section>"
         f"<h2>Failures</h2>{_failure_table(failures)}"
         f"<h2>Events</h2>{table(('time', 'code', 'message'), events, empty='no event')}"
-        f"<h2 id=tasks>Tasks</h2>{_task_list(state, session_id, query)}"
+        f"<h2 id=tasks>Tasks</h2>{_task_list(query, listing)}"
     )
     return page(f"Session {session_id}", body, topic=SESSION_PREFIX + session_id, active="Sessions")
 
 
-def _task_list(state: ClusterState, session_id: str, query: dict[str, str]) -> str:
+def _task_list(query: dict[str, str], listing: TaskListing) -> str:
     wanted = query.get("state", "")
-    task_state = parse_task_state(wanted) if wanted else None
-    page_no = _page_number(query.get("page", "1"))
-    if wanted and task_state is None:
+    task_state, known, page_no = task_query(query)
+    if not known:
         note = f"<p class=error>unknown state {e(wanted)}: accepted {e(', '.join(TASK_STATES))}</p>"
         tasks: list[TaskInfo] = []
         total: int | None = 0
     else:
         note = ""
-        tasks, total = state.tasks(session_id, task_state, (page_no - 1) * PAGE_SIZE, PAGE_SIZE)
+        tasks, total = listing
     links = []
     for name in ("All", *TASK_STATES):
         href = "?#tasks" if name == "All" else f"?state={name}#tasks"
@@ -214,10 +225,9 @@ def _page_number(text: str) -> int:
     return max(1, min(number, 10**9))
 
 
-def task(state: ClusterState, session_id: str, task_id: str, log_tail: str | None) -> str:
+def task(state: ClusterState, session_id: str, task_id: str, info: TaskInfo | None, log_tail: str | None) -> str:
     if state.session(session_id) is None:
         raise PageNotFound(f"session {session_id!r} does not exist")
-    info = state.task(session_id, task_id)
     if info is None:
         raise PageNotFound(f"task {task_id!r} does not exist in session {session_id!r}")
     executor = link(url("executors", info.executor), info.executor) if info.executor else e(None)

@@ -179,15 +179,19 @@ class Dashboard:
 
     async def _session(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
-        page = self.metrics.cpu.run(_pages.session, self.state, self.publisher, request.match_info["session"], query)
+        session_id = request.match_info["session"]
+        task_state, known, page_no = _pages.task_query(query)
+        offset = (page_no - 1) * _pages.PAGE_SIZE
+        listing = await self.state.tasks(session_id, task_state, offset, _pages.PAGE_SIZE) if known else ([], 0)
+        page = self.metrics.cpu.run(_pages.session, self.state, self.publisher, session_id, query, listing)
         return _html_response(page)
 
     async def _task(self, request: web.Request) -> web.StreamResponse:
         session_id, task_id = request.match_info["session"], request.match_info["task"]
-        info = self.state.task(session_id, task_id)
+        info = await self.state.task(session_id, task_id)
         path = self.state.log_file(info.executor) if info is not None and info.executor else None
         tail = await asyncio.to_thread(read_tail, path, _pages.LOG_TAIL_BYTES) if path else None
-        return _html_response(self.metrics.cpu.run(_pages.task, self.state, session_id, task_id, tail))
+        return _html_response(self.metrics.cpu.run(_pages.task, self.state, session_id, task_id, info, tail))
 
     async def _executor(self, request: web.Request) -> web.StreamResponse:
         executor_id = request.match_info["executor"]

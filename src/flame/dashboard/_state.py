@@ -7,7 +7,6 @@ O(what is shown) except where noted (a filtered task list scans its session's ta
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -222,25 +221,37 @@ class ClusterState:
 
     # ---- tasks ------------------------------------------------------------------------------
 
-    def tasks(
+    async def tasks(
         self, session_id: str, state: TaskState | None, offset: int, limit: int
     ) -> tuple[list[TaskInfo], int | None]:
         """One page of a session's tasks in id order and how many match (None: not counted).
 
-        Without a filter the page is sliced directly; with one, the session's tasks are scanned.
+        Finished tasks live in storage only, so the page is read from there; an unfinished task
+        shows its live copy. A filter on Pending or Running filters the live tasks.
         """
         rec = self._controller.sessions.get(session_id)
         if rec is None:
             return [], 0
-        if state is None:
-            page = itertools.islice(rec.tasks.values(), offset, offset + limit)
-            return [self._task_info(t) for t in page], len(rec.tasks)
-        matching = [t for t in rec.tasks.values() if t.state == state]
-        return [self._task_info(t) for t in matching[offset : offset + limit]], len(matching)
+        if state in (TaskState.PENDING, TaskState.RUNNING):
+            matching = [t for t in rec.tasks.values() if t.state == state]
+            return [self._task_info(t) for t in matching[offset : offset + limit]], len(matching)
+        states = None if state is None else [state]
+        stored = await self._controller.storage.list_tasks(session_id, offset=offset, limit=limit, states=states)
+        page = [self._task_info(rec.tasks.get(t.id, t)) for t in stored]
+        s = rec.session
+        counts = {
+            TaskState.SUCCEED: s.succeed,
+            TaskState.FAILED: s.failed,
+            TaskState.CANCELLED: s.cancelled,
+        }
+        total = s.pending + s.running + s.succeed + s.failed + s.cancelled if state is None else counts[state]
+        return page, total
 
-    def task(self, session_id: str, task_id: str) -> TaskInfo | None:
+    async def task(self, session_id: str, task_id: str) -> TaskInfo | None:
         rec = self._controller.sessions.get(session_id)
-        task = None if rec is None else rec.tasks.get(task_id)
+        if rec is None:
+            return None
+        task = rec.tasks.get(task_id) or await self._controller.storage.get_task(session_id, task_id)
         return None if task is None else self._task_info(task)
 
     def _task_info(self, task: Task) -> TaskInfo:

@@ -99,6 +99,7 @@ class Executor:
         self._in_service: dict[str, shim_pb2.TaskContext] = {}
         self._stream_error: str | None = None  # set once the stream broke or a task timed out
         self._timer: asyncio.TimerHandle | None = None
+        self._head_since = 0.0  # time.perf_counter() when the service began the first unanswered task
         self._task_timeout: float | None = None  # seconds, from the binding
         self._bind_abandoned = asyncio.Event()  # an unbind or release arrived while binding
         self._log_file = str(settings.log_dir / f"{executor_id}.log")
@@ -319,6 +320,7 @@ class Executor:
         for task in tasks:
             self._in_service[task.task_id] = task
         if start_clock:
+            self._head_since = time.perf_counter()
             self._restart_timer()
         try:
             await stream.send(tasks)
@@ -343,6 +345,10 @@ class Executor:
 
     def _take_results(self, results: Iterable[ext_pb2.InvokeResult]) -> None:
         for result in results:
+            if self._metrics is not None:  # a task's time: since the one before it finished (or it was sent)
+                now = time.perf_counter()
+                self._metrics.invoked(now - self._head_since, "succeed" if result.return_code == 0 else "failed")
+                self._head_since = now
             task = self._in_service.pop(result.task_id, None)
             if task is None:
                 logger.warning(
