@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -110,10 +111,14 @@ class AllInOne:
                 cpu=slot.cpu * self.executors, memory=slot.memory * self.executors, gpu=slot.gpu * self.executors
             )
             args += ["--max-executors", str(self.executors), "--capacity", str(capacity)]
+        args += [f"--allow-command={pattern}" for pattern in self.config.allowed_commands.patterns]
         env = dict(os.environ)
         env.pop("FLAME_SESSION_MANAGER", None)
-        for name in ("FLAME_CA_FILE", "FLAME_CERT_FILE", "FLAME_KEY_FILE"):
+        for name in ("FLAME_CA_FILE", "FLAME_CERT_FILE", "FLAME_KEY_FILE", "FLAME_TOKEN", "FLAME_TOKEN_FILE"):
             env.pop(name, None)
+        if self.config.auth.mode == "token":  # the local node's own token, never written to disk
+            env["FLAME_TOKEN"] = secrets.token_urlsafe(32)
+            self.session_manager.add_node_token(env["FLAME_TOKEN"], self.node_name)
         tls = self.config.tls
         if tls is not None:  # trust the CA, or for a self-signed certificate the certificate itself
             env["FLAME_CA_FILE"] = tls.ca_file or tls.cert_file

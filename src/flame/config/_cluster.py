@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._auth import AuthConfig, CommandAllowlist, is_loopback, parse_applications, parse_auth
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir, user_data_dir
 from flame.errors import InvalidArgument
@@ -34,6 +35,8 @@ _CLUSTER_KEYS = (
     "limits",
     "tls",
     "data_dir",
+    "auth",
+    "applications",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -89,6 +92,16 @@ class ClusterConfig:
     max_common_data_size: int
     tls: TlsConfig | None
     data_dir: Path
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    allowed_commands: CommandAllowlist = field(default_factory=CommandAllowlist)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Every listener is on a loopback address (then auth none and any command are the defaults)."""
+        hosts = [self.endpoint.host]
+        if self.auth.flamepy_endpoint is not None:
+            hosts.append(self.auth.flamepy_endpoint.host)
+        return all(is_loopback(host) for host in hosts)
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -126,6 +139,16 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
 
     data_dir = _data_dir(cluster, env, base_dir)
     endpoint, tls = _endpoint_and_tls(cluster, env)
+    auth = parse_auth(cluster, base_dir)
+    exposed = [e.host for e in (endpoint, auth.flamepy_endpoint) if e is not None and not is_loopback(e.host)]
+    loopback = not exposed
+    if exposed and not auth.explicit:
+        raise InvalidArgument(
+            f"{cluster.source}: the session manager would listen on {exposed[0]} (not a loopback address) "
+            f"without authentication: set {cluster.key('auth')}.mode to token or mtls, or to none to "
+            "accept anyone who reaches the port"
+        )
+    _check_flamepy_tls(auth, tls, cluster)
     return ClusterConfig(
         name=cluster.string("name", "flame"),
         endpoint=endpoint,
@@ -144,7 +167,25 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
+        auth=auth,
+        allowed_commands=parse_applications(cluster, loopback),
     )
+
+
+def _check_flamepy_tls(auth: AuthConfig, tls: TlsConfig | None, cluster: Section) -> None:
+    flamepy = auth.flamepy_endpoint
+    if auth.mode == "mtls" and tls is None:
+        raise InvalidArgument(f"{cluster.source}: {cluster.key('auth')}.mode mtls needs {cluster.key('tls')}")
+    if auth.mode == "mtls" and tls is not None and tls.ca_file is None:
+        raise InvalidArgument(
+            f"{cluster.source}: {cluster.key('auth')}.mode mtls needs {cluster.key('tls')}.ca_file "
+            "(the CA that signs client certificates)"
+        )
+    if flamepy is not None and flamepy.tls and tls is None:
+        raise InvalidArgument(
+            f"{cluster.source}: {cluster.key('auth')}.flamepy_endpoint {str(flamepy)!r} uses https but "
+            f"{cluster.key('tls')} is not set"
+        )
 
 
 def _task_timeout(executors: Section) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from flame.config import read_token_file
 from flame.errors import InvalidArgument, InvalidState
 from flame.executor_manager._compat import TaskGroup
 from flame.executor_manager._executor import Command, Executor, Release, Unbind
@@ -51,6 +52,7 @@ class ExecutorManager:
         self._last_sent = 0.0
         self._tls_ca: bytes | None = None
         self._tls_identity: tuple[bytes, bytes] | None = None  # (key, certificate chain)
+        self._token = settings.token
         self._accepting = True
         self._connected = False
         self._started = False
@@ -122,6 +124,19 @@ class ExecutorManager:
         if self._serving:
             await self._done.wait()
 
+    def reload_token(self) -> None:
+        """Re-read ``settings.token_file`` (on SIGHUP): the next connection sends the new token."""
+        path = self._settings.token_file
+        if path is None:
+            logger.info("no token file to reload")
+            return
+        try:
+            self._token = read_token_file(path, "executor manager", "token_file")
+        except InvalidArgument as exc:
+            logger.error("keeping the previous token: %s", exc.message)
+            return
+        logger.info("reloaded the token from %s", path)
+
     async def __aenter__(self) -> ExecutorManager:
         await self.start()
         return self
@@ -187,7 +202,8 @@ class ExecutorManager:
     async def _connection(self) -> tuple[bool, str]:
         """One connection: register, then serve the stream until it breaks. (registered?, why it ended)."""
         channel = self._open_channel()
-        call = backend_pb2_grpc.BackendStub(channel).Connect()
+        metadata = (("authorization", f"Bearer {self._token}"),) if self._token else None
+        call = backend_pb2_grpc.BackendStub(channel).Connect(metadata=metadata)
         try:
             try:
                 first = await asyncio.wait_for(self._register(call), REGISTER_TIMEOUT)

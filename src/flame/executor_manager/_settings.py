@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flame.errors import InvalidArgument
@@ -46,6 +46,11 @@ class AgentSettings:
     #: Client certificate (PEM) and its key, for mutual TLS; both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Globs of the command lines this node runs (flame.config.CommandAllowlist); ``*``: anything.
+    allowed_commands: tuple[str, ...] = ("*",)
+    #: Bearer token for a session manager with token authentication; ``token_file`` is re-read on SIGHUP.
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
         host, sep, port = self.session_manager.rpartition(":")

@@ -12,6 +12,7 @@ import grpc
 
 from flame.config import ClusterConfig, TlsConfig
 from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
+from flame.session_manager.auth import Auth, Identity, Role, build_auth
 from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
@@ -56,7 +57,10 @@ class SessionManager:
         self.controller = Controller(self.storage, settings or controller_settings(config))
         self.fleet = Fleet(self.controller)
         self.scheduler = Scheduler(config.policies)  # an unknown policy name is refused here
+        self.auth: Auth = build_auth(config.auth)  # a bad tokens file is refused here
         self._server: grpc.aio.Server | None = None
+        self._flamepy_server: grpc.aio.Server | None = None
+        self.flamepy_port = 0  # cluster.auth.flamepy_endpoint's port, when set
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.port = 0
@@ -70,16 +74,26 @@ class SessionManager:
     async def start(self) -> None:
         await self.storage.start()
         await self.controller.recover()
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
-        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
-        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
+        auth = self.config.auth
+        if auth.mode == "none" and not self.config.loopback_only:
+            logger.warning(
+                "cluster.auth.mode is none on %s: anyone who reaches the port may register applications "
+                "and run their commands on the nodes (within cluster.applications.allowed_commands)",
+                self.config.endpoint,
+            )
+        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=[self.auth.main] if self.auth.main else None)
+        frontend = FrontendService(self.controller, self.auth.access, self.config.allowed_commands)
+        ext = FrontendExtService(self.controller, self.auth.access)
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext)
         mutual = self.config.tls is not None and self.config.tls.ca_file is not None
         backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
         backend_pb2_grpc.add_BackendServicer_to_server(backend, server)
         address = self.config.endpoint.address
         tls = self.config.tls
-        if tls is not None:
-            self.port = server.add_secure_port(address, _server_credentials(tls, require_client_auth=False))
+        if tls is not None:  # mode mtls: every caller of the main port shows a certificate
+            credentials = _server_credentials(tls, require_client_auth=auth.mode == "mtls")
+            self.port = server.add_secure_port(address, credentials)
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
@@ -94,8 +108,12 @@ class SessionManager:
             self.backend_port = server.add_secure_port(backend_address, _server_credentials(tls, True))
             if self.backend_port == 0:
                 raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
+        if auth.flamepy_endpoint is not None:
+            self._flamepy_server = self._flamepy_listener(frontend, ext)
         await server.start()
         self._server = server
+        if self._flamepy_server is not None:
+            await self._flamepy_server.start()
         self._scheduler = asyncio.create_task(
             run_scheduler(self.controller, self.fleet, self.config.schedule_interval_ms, self.scheduler),
             name="scheduler",
@@ -104,6 +122,39 @@ class SessionManager:
             "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url
         )
 
+    def _flamepy_listener(self, frontend: FrontendService, ext: FrontendExtService) -> grpc.aio.Server:
+        """cluster.auth.flamepy_endpoint: the client services (not the Backend) without credentials,
+        every call with cluster.auth.flamepy_role."""
+        endpoint = self.config.auth.flamepy_endpoint
+        assert endpoint is not None and self.auth.flamepy is not None
+        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=[self.auth.flamepy])
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext)
+        if endpoint.tls:
+            assert self.config.tls is not None  # the config refuses https without cluster.tls
+            self.flamepy_port = server.add_secure_port(endpoint.address, _server_credentials(self.config.tls, False))
+        else:
+            self.flamepy_port = server.add_insecure_port(endpoint.address)
+        if self.flamepy_port == 0:
+            raise OSError(f"cannot listen on {endpoint.address} (cluster.auth.flamepy_endpoint)")
+        logger.info(
+            "flamepy listener on %s://%s:%d: calls without credentials get role %s",
+            endpoint.scheme,
+            endpoint.host,
+            self.flamepy_port,
+            self.config.auth.flamepy_role,
+        )
+        return server
+
+    def add_node_token(self, token: str, node_name: str) -> None:
+        """Accept ``token`` from the executor manager of node ``node_name`` (the all-in-one's own node)."""
+        if self.auth.tokens is not None:
+            self.auth.tokens.add(token, Identity(node_name, Role.NODE, "local node"))
+
+    def reload_auth(self) -> bool:
+        """Re-read the tokens file (on SIGHUP); a revoked token is refused from the next call on."""
+        return self.auth.reload()
+
     async def serve(self) -> None:
         await self._stopped.wait()
 
@@ -111,6 +162,8 @@ class SessionManager:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._flamepy_server is not None:
+            await self._flamepy_server.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._scheduler is not None:
@@ -143,10 +196,11 @@ def _server_credentials(tls: TlsConfig, require_client_auth: bool) -> grpc.Serve
 
 
 async def serve_until_signalled(manager: SessionManager) -> None:
-    """Run ``manager`` until SIGINT or SIGTERM (entry points only)."""
+    """Run ``manager`` until SIGINT or SIGTERM; SIGHUP reloads the tokens file (entry points only)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(manager.shutdown()))
+    loop.add_signal_handler(signal.SIGHUP, manager.reload_auth)
     async with manager:
         await manager.serve()
 

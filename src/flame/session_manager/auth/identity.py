@@ -1,0 +1,118 @@
+"""Who is calling: bearer tokens and client certificates mapped to identities with a role."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flame.config import CertificateIdentity, TokenEntry, load_tokens, token_digest
+from flame.errors import InvalidArgument, Unauthenticated
+from flame.session_manager.auth.roles import Role
+
+logger = logging.getLogger(__name__)
+
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A caller: ``name`` (for the audit log and session ownership), its role, and how it was known."""
+
+    name: str
+    role: Role
+    via: str  # "token", "certificate", "flamepy listener", "local node"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role.value}, {self.via})"
+
+
+class TokenAuthenticator:
+    """Bearer tokens from ``cluster.auth.tokens_file``, compared in constant time; ``reload()`` on SIGHUP."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._entries: tuple[tuple[bytes, Identity], ...] = ()
+        self._extra: tuple[tuple[bytes, Identity], ...] = ()
+        self._entries = _identities(load_tokens(path))
+
+    def reload(self) -> bool:
+        """Re-read the tokens file; on a bad file keep the previous tokens and say why. True if reloaded."""
+        try:
+            entries = load_tokens(self._path)
+        except InvalidArgument as exc:
+            logger.error("tokens not reloaded, the previous ones stay in force: %s", exc.message)
+            return False
+        self._entries = _identities(entries)
+        logger.info("reloaded %d token(s) from %s", len(entries), self._path)
+        return True
+
+    def add(self, token: str, identity: Identity) -> None:
+        """A token that is not in the file (the all-in-one cluster's own node); it survives reloads."""
+        self._extra = (*self._extra, (token_digest(token), identity))
+
+    def authenticate(self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Any = None) -> Identity:
+        token = _bearer(metadata)
+        if token is None:
+            raise Unauthenticated(
+                "this cluster needs a bearer token: set token or token_file in the current context of "
+                "~/.flame/flame.yaml, $FLAME_TOKEN, or --token-file (flamepy clients: use the cluster's "
+                "flamepy endpoint)"
+            )
+        digest = token_digest(token)
+        found: Identity | None = None
+        for known, identity in (*self._entries, *self._extra):
+            # Every entry is compared, so the time taken does not tell which one matched.
+            if hmac.compare_digest(known, digest):
+                found = identity
+        if found is None:
+            raise Unauthenticated("the bearer token is not accepted by this cluster (unknown, or revoked)")
+        return found
+
+
+class CertificateAuthenticator:
+    """mTLS: the client certificate's common name or a subject alternative name, looked up in
+    ``cluster.auth.identities``."""
+
+    def __init__(self, identities: Iterable[CertificateIdentity]) -> None:
+        self._by_subject = {
+            rule.subject.encode(): Identity(rule.name, Role(rule.role), "certificate") for rule in identities
+        }
+
+    def authenticate(self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Any = None) -> Identity:
+        context = auth_context or {}
+        names = [*context.get("x509_common_name", ()), *context.get("x509_subject_alternative_name", ())]
+        if not names:
+            raise Unauthenticated("this cluster needs a client certificate signed by its CA (mutual TLS)")
+        for name in names:
+            identity = self._by_subject.get(name)
+            if identity is not None:
+                return identity
+        shown = ", ".join(repr(n.decode(errors="replace")) for n in names)
+        raise Unauthenticated(
+            f"the client certificate ({shown}) is not mapped to an identity in cluster.auth.identities"
+        )
+
+
+class FixedIdentity:
+    """Every call gets the same identity: the unauthenticated flamepy listener."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    def authenticate(self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Any = None) -> Identity:
+        return self.identity
+
+
+def _identities(entries: Iterable[TokenEntry]) -> tuple[tuple[bytes, Identity], ...]:
+    return tuple((entry.sha256, Identity(entry.name, Role(entry.role), "token")) for entry in entries)
+
+
+def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == _BEARER:
+            return value[7:].strip() or None
+    return None
