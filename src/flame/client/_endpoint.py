@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from flame.client._credentials import BearerToken
+from flame.client._credentials import bearer_interceptors
 from flame.config import load_client_config
 from flame.config._auth import read_token
 from flame.errors import InvalidArgument, Unavailable
@@ -92,7 +92,7 @@ def parse_endpoint(url: str, ca_file: str | None = None) -> Endpoint:
 
 def open_channel(endpoint: Endpoint) -> grpc.aio.Channel:
     """A grpc.aio channel to ``endpoint`` (call inside the event loop that will use it)."""
-    interceptors = [BearerToken(endpoint.token)] if endpoint.token else None
+    interceptors = bearer_interceptors(endpoint.token) if endpoint.token else None
     if not endpoint.secure:
         return grpc.aio.insecure_channel(endpoint.target, options=_CHANNEL_OPTIONS, interceptors=interceptors)
     root_certificates = None
