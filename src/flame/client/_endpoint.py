@@ -37,6 +37,8 @@ class Endpoint:
     secure: bool
     ca_file: str | None = None
     token: str | None = field(default=None, repr=False)  # sent as ``authorization: Bearer <token>``
+    cert_file: str | None = None  # a client certificate and key, for mutual TLS
+    key_file: str | None = None
 
 
 def _resolve_endpoint(
@@ -61,10 +63,16 @@ def _resolve_endpoint(
     if endpoint and config_path is None:
         explicit = parse_endpoint(endpoint, ca_file)
         if ca_file or not explicit.secure:  # nothing left for a config file to decide
-            return replace(explicit, token=token or read_token(None, None, env, "environment", "token"))
+            return replace(
+                explicit,
+                token=token or read_token(None, None, env, "environment", "token"),
+                cert_file=env.get("FLAME_CERT_FILE") if explicit.secure else None,
+                key_file=env.get("FLAME_KEY_FILE") if explicit.secure else None,
+            )
     config = load_client_config(config_path, env)
     url = endpoint if endpoint else str(config.endpoint)
-    return replace(parse_endpoint(url, ca_file or config.ca_file), token=token or config.token)
+    resolved = parse_endpoint(url, ca_file or config.ca_file)
+    return replace(resolved, token=token or config.token, cert_file=config.cert_file, key_file=config.key_file)
 
 
 def parse_endpoint(url: str, ca_file: str | None = None) -> Endpoint:
@@ -95,15 +103,20 @@ def open_channel(endpoint: Endpoint) -> grpc.aio.Channel:
     interceptors = bearer_interceptors(endpoint.token) if endpoint.token else None
     if not endpoint.secure:
         return grpc.aio.insecure_channel(endpoint.target, options=_CHANNEL_OPTIONS, interceptors=interceptors)
-    root_certificates = None
-    if endpoint.ca_file:
-        try:
-            with open(endpoint.ca_file, "rb") as file:
-                root_certificates = file.read()
-        except OSError as exc:
-            raise InvalidArgument(f"cannot read CA file {endpoint.ca_file!r}: {exc.strerror}") from exc
-    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    root_certificates = _read(endpoint.ca_file, "CA file")
+    key, chain = _read(endpoint.key_file, "client key file"), _read(endpoint.cert_file, "client certificate file")
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key=key, certificate_chain=chain)
     return grpc.aio.secure_channel(endpoint.target, credentials, options=_CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def _read(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {what} {path!r}: {exc.strerror}") from exc
 
 
 def unreachable(endpoint: Endpoint, reason: str) -> Unavailable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flame.config._auth import read_token
@@ -16,7 +16,7 @@ _TOP_KEYS = ("current-context", "contexts")
 _CONTEXT_KEYS = ("name", "cluster")
 _CONTEXT_IGNORED = ("cache", "package", "runner")  # flamepy's object cache, packaging and runner
 _CLUSTER_KEYS = ("endpoint", "tls", "token", "token_file")
-_TLS_KEYS = ("ca_file",)
+_TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,10 @@ class ClientConfig:
 
     endpoint: Endpoint
     ca_file: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    # A client certificate and its key (PEM files), for a cluster with mutual TLS (cluster.auth.mode mtls).
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 def load_client_config(
@@ -54,6 +57,13 @@ def load_client_config(
         config = replace(config, endpoint=parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT))
     if env.get("FLAME_CA_FILE"):
         config = replace(config, ca_file=env["FLAME_CA_FILE"])
+    if env.get("FLAME_CERT_FILE") or env.get("FLAME_KEY_FILE"):
+        config = replace(config, cert_file=env.get("FLAME_CERT_FILE"), key_file=env.get("FLAME_KEY_FILE"))
+    if (config.cert_file is None) != (config.key_file is None):
+        raise InvalidArgument(
+            "a client certificate needs its key: give both tls.cert_file and tls.key_file "
+            "(or FLAME_CERT_FILE and FLAME_KEY_FILE), or neither"
+        )
     if isinstance(endpoint, Endpoint):
         config = replace(config, endpoint=endpoint)
     elif endpoint is not None:
@@ -107,7 +117,13 @@ def _context(context: Section) -> tuple[str, ClientConfig, Section]:
         raise InvalidArgument(f"{cluster.source}: {cluster.path} has both token and token_file: keep one")
     cluster.optional_string("token")  # a non-empty string if given
     cluster.optional_string("token_file")
-    return name, ClientConfig(endpoint, tls.optional_string("ca_file")), cluster
+    config = ClientConfig(
+        endpoint,
+        tls.optional_string("ca_file"),
+        cert_file=tls.optional_string("cert_file"),
+        key_file=tls.optional_string("key_file"),
+    )
+    return name, config, cluster
 
 
 def _default_endpoint() -> Endpoint:

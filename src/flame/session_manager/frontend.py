@@ -73,7 +73,8 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
         try:
             self.commands.check(request.name, spec, "cluster.applications.allowed_commands")
         except PermissionDenied as exc:
-            audit.refused(method, exc.message, self.access.caller(), context.peer())
+            caller = self.access.caller()
+            audit.refused(method, exc.message, caller, context.peer(), authenticating=caller is not None)
             raise
         return spec
 
