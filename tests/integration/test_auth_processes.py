@@ -195,14 +195,14 @@ def test_a_command_outside_the_allowlist_is_refused_at_registration_and_on_the_n
     data_dir = tmp_path / "data"
     cluster_section = {"applications": {"allowed_commands": allowed}}
     forbidden = {"command": "/bin/sh", "arguments": ["-c", f"touch {marker}"]}
-    with LocalCluster(executors=1, data_dir=data_dir, storage="sqlite://flame.db", cluster=cluster_section) as first:
-        with flame.connect(first.endpoint) as conn:
-            with pytest.raises(flame.PermissionDenied, match="not allowed by cluster.applications.allowed_commands"):
-                conn.register_application("forbidden", forbidden)
-            assert conn.get_application("forbidden") is None
-            conn.register_application("innocent", {"command": sys.executable, "arguments": ["-c", "pass"]})
-            with pytest.raises(flame.PermissionDenied):  # and an update cannot smuggle it in either
-                conn.update_application("innocent", forbidden)
+    sqlite = {"data_dir": data_dir, "storage": "sqlite://flame.db", "cluster": cluster_section}
+    with LocalCluster(executors=1, **sqlite) as first, flame.connect(first.endpoint) as conn:
+        with pytest.raises(flame.PermissionDenied, match=r"not allowed by cluster\.applications\.allowed_commands"):
+            conn.register_application("forbidden", forbidden)
+        assert conn.get_application("forbidden") is None
+        conn.register_application("innocent", {"command": sys.executable, "arguments": ["-c", "pass"]})
+        with pytest.raises(flame.PermissionDenied):  # and an update cannot smuggle it in either
+            conn.update_application("innocent", forbidden)
 
     # Someone with access to the database rewrites the application's command.
     with sqlite3.connect(data_dir / "flame.db") as db:
@@ -211,16 +211,15 @@ def test_a_command_outside_the_allowlist_is_refused_at_registration_and_on_the_n
         spec.update(command="/bin/sh", arguments=["-c", f"touch {marker}"])
         db.execute("UPDATE applications SET spec = ? WHERE name = 'innocent'", (json.dumps(spec),))
 
-    with LocalCluster(executors=1, data_dir=data_dir, storage="sqlite://flame.db", cluster=cluster_section) as second:
-        with flame.connect(second.endpoint) as conn:
-            app = conn.get_application("innocent")
-            assert app is not None and app.spec.command == "/bin/sh"
-            conn.create_session("innocent", session_id="tampered").run(b"")
+    with LocalCluster(executors=1, **sqlite) as second, flame.connect(second.endpoint) as conn:
+        app = conn.get_application("innocent")
+        assert app is not None and app.spec.command == "/bin/sh"
+        conn.create_session("innocent", session_id="tampered").run(b"")
 
-            def refused_by_the_node() -> list[str]:
-                events = second.run(lambda sm: list(sm.controller.sessions["tampered"].session.events))
-                return [e.message for e in events if "is not in its executor_manager.allowed_commands" in e.message]
+        def refused_by_the_node() -> list[str]:
+            events = second.run(lambda sm: list(sm.controller.sessions["tampered"].session.events))
+            return [e.message for e in events if "is not in its executor_manager.allowed_commands" in e.message]
 
-            messages = wait_for(refused_by_the_node, timeout=60)
-            assert isinstance(messages, list) and "refuses application innocent" in messages[0]
+        messages = wait_for(refused_by_the_node, timeout=60)
+        assert isinstance(messages, list) and "refuses application innocent" in messages[0]
     assert not marker.exists()

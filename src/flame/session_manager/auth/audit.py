@@ -24,8 +24,6 @@ def application_changed(action: str, name: str, detail: str, identity: Identity 
 
 def refused(method: str, reason: str, identity: Identity | None, peer: str, *, authenticating: bool = True) -> None:
     """``authenticating``: whether the cluster checks callers (else an unknown caller is simply anonymous)."""
-    if identity is None:
-        who = "an unauthenticated caller" if authenticating else _who(None)
-    else:
-        who = str(identity)
+    unknown = "an unauthenticated caller" if authenticating else _who(None)
+    who = unknown if identity is None else str(identity)
     logger.warning("refused %s by %s from %s: %s", method.lstrip("/"), who, peer, reason)
