@@ -112,7 +112,13 @@ def _identities(entries: Iterable[TokenEntry]) -> tuple[tuple[bytes, Identity], 
 
 
 def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    found: str | None = None
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value[:7].lower() == _BEARER:
-            return value[7:].strip() or None
-    return None
+        if key != "authorization":
+            continue
+        if found is not None:
+            raise Unauthenticated("a call carries one authorization header, this one has several")
+        if not isinstance(value, str) or value[:7].lower() != _BEARER:
+            raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+        found = value[7:].strip()
+    return found or None
