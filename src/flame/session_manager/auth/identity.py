@@ -35,9 +35,9 @@ class TokenAuthenticator:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._entries: tuple[tuple[bytes, Identity], ...] = ()
-        self._extra: tuple[tuple[bytes, Identity], ...] = ()
         self._entries = _identities(load_tokens(path))
+        self._extra: tuple[tuple[bytes, Identity], ...] = ()
+        self._all = self._entries  # what authenticate() compares against: the file's and added tokens
 
     def reload(self) -> bool:
         """Re-read the tokens file; on a bad file keep the previous tokens and say why. True if reloaded."""
@@ -47,12 +47,14 @@ class TokenAuthenticator:
             logger.error("tokens not reloaded, the previous ones stay in force: %s", exc.message)
             return False
         self._entries = _identities(entries)
+        self._all = (*self._entries, *self._extra)
         logger.info("reloaded %d token(s) from %s", len(entries), self._path)
         return True
 
     def add(self, token: str, identity: Identity) -> None:
         """A token that is not in the file (the all-in-one cluster's own node); it survives reloads."""
         self._extra = (*self._extra, (token_digest(token), identity))
+        self._all = (*self._entries, *self._extra)
 
     def authenticate(self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Any = None) -> Identity:
         token = _bearer(metadata)
@@ -64,9 +66,10 @@ class TokenAuthenticator:
             )
         digest = token_digest(token)
         found: Identity | None = None
-        for known, identity in (*self._entries, *self._extra):
+        compare = hmac.compare_digest
+        for known, identity in self._all:
             # Every entry is compared, so the time taken does not tell which one matched.
-            if hmac.compare_digest(known, digest):
+            if compare(known, digest):
                 found = identity
         if found is None:
             raise Unauthenticated("the bearer token is not accepted by this cluster (unknown, or revoked)")
