@@ -4,6 +4,7 @@ listener with an unmodified flamepy 0.6.0 client, and the command allowlist on t
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -223,3 +224,26 @@ def test_a_command_outside_the_allowlist_is_refused_at_registration_and_on_the_n
         messages = wait_for(refused_by_the_node, timeout=60)
         assert isinstance(messages, list) and "refuses application innocent" in messages[0]
     assert not marker.exists()
+
+
+def test_the_cli_sends_a_token_file_and_explains_a_refusal(tmp_path: Path) -> None:
+    tokens = write_tokens(tmp_path / "tokens.yaml")
+    with LocalCluster(executors=1, cluster={"auth": {"mode": "token", "tokens_file": str(tokens)}}) as cluster:
+        token_file = tmp_path / "viewer.token"
+        token_file.write_text(token_of("viewer") + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
+        env["HOME"] = str(tmp_path)  # no ~/.flame/flame.yaml
+
+        def flmctl(*argv: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "flame", *argv, "--endpoint", cluster.endpoint]
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+        listed = flmctl("list", "-a", "--token-file", str(token_file))
+        assert listed.returncode == 0 and "flmping" in listed.stdout, listed.stderr
+        refused = flmctl("create", "-a", "flmping", "--token-file", str(token_file))
+        assert refused.returncode == 1
+        assert "needs one of the roles admin, user" in refused.stderr and "Traceback" not in refused.stderr
+        anonymous = flmctl("list", "-a")
+        assert anonymous.returncode == 1 and "needs a bearer token" in anonymous.stderr
+        missing = flmctl("list", "-a", "--token-file", str(tmp_path / "nope"))
+        assert missing.returncode == 1 and "cannot read --token-file" in missing.stderr
