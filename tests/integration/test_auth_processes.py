@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 import flame
-from flame.protocol import backend_pb2
+from flame.protocol import backend_pb2, ext_pb2, ext_pb2_grpc, frontend_pb2, frontend_pb2_grpc, types_pb2
 from flame.testing import LocalCluster
 from tests.integration.auth_helpers import bearer, token_of, write_tokens
 from tests.integration.conftest import free_port, wait_for
@@ -86,6 +86,17 @@ def test_sighup_reload_revokes_a_token_and_accepts_a_new_one(processes: Processe
     assert alice.list_sessions() == []
     with flame.connect(endpoint, token=token_of("bob")) as bob:
         bob.list_sessions()
+    with flame.connect(endpoint, token=token_of("admin")) as admin:
+        admin.register_application("flmping", FLMPING_SPEC)
+    # alice watches a session of hers (no node: its task stays pending)
+    channel = grpc.insecure_channel(endpoint.removeprefix("http://"))
+    frontend, ext = frontend_pb2_grpc.FrontendStub(channel), ext_pb2_grpc.FrontendExtStub(channel)
+    spec = types_pb2.SessionSpec(application="flmping")
+    mine = bearer(token_of("alice"))
+    frontend.CreateSession(frontend_pb2.CreateSessionRequest(session_id="alices", session=spec), metadata=mine)
+    ext.SubmitTasks(ext_pb2.SubmitTasksRequest(session_id="alices", inputs=[b""]), metadata=mine)
+    watch = ext.WatchSession(ext_pb2.WatchSessionRequest(session_id="alices"), metadata=mine, timeout=60)
+    watch.initial_metadata()
 
     write_tokens(tmp_path / "tokens.yaml", ["root", "bob"])  # alice's token is revoked
     manager.send_signal(signal.SIGHUP)
@@ -101,7 +112,12 @@ def test_sighup_reload_revokes_a_token_and_accepts_a_new_one(processes: Processe
     with pytest.raises(flame.Unauthenticated, match="not accepted"):
         alice.create_session("flmping", session_id="after-revocation")
     with flame.connect(endpoint, token=token_of("admin")) as admin:
-        assert [s.id for s in admin.list_sessions()] == []  # the refused call created nothing
+        assert [s.id for s in admin.list_sessions()] == ["alices"]  # the refused call created nothing
+        admin.close_session("alices")  # cancels alice's task: her open watch would be told, but
+    with pytest.raises(grpc.RpcError) as cut:  # her stream is checked again after the reload
+        next(watch)
+    assert cut.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    channel.close()
     with flame.connect(endpoint, token=token_of("bob")) as bob:
         bob.list_sessions()  # the others' tokens still work
     alice.close()

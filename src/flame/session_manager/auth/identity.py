@@ -35,6 +35,7 @@ class TokenAuthenticator:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.generation = 0
         self._entries = _identities(load_tokens(path))
         self._extra: tuple[tuple[bytes, Identity], ...] = ()
         self._all = self._entries  # what authenticate() compares against: the file's and added tokens
@@ -48,6 +49,7 @@ class TokenAuthenticator:
             return False
         self._entries = _identities(entries)
         self._all = (*self._entries, *self._extra)
+        self.generation += 1
         logger.info("reloaded %d token(s) from %s", len(entries), self._path)
         return True
 
@@ -80,6 +82,8 @@ class CertificateAuthenticator:
     """mTLS: the client certificate's common name or a subject alternative name, looked up in
     ``cluster.auth.identities``."""
 
+    generation = 0  # certificates are checked by the TLS layer; the mapping is fixed for the process
+
     def __init__(self, identities: Iterable[CertificateIdentity]) -> None:
         self._by_subject = {
             rule.subject.encode(): Identity(rule.name, Role(rule.role), "certificate") for rule in identities
@@ -102,6 +106,8 @@ class CertificateAuthenticator:
 
 class FixedIdentity:
     """Every call gets the same identity: the unauthenticated flamepy listener."""
+
+    generation = 0
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity

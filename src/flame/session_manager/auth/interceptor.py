@@ -21,6 +21,9 @@ from flame.session_manager.auth.roles import RULES, Role, needed
 
 
 class Authenticator(Protocol):
+    #: Changes when the credentials are reloaded: open streams check their caller again.
+    generation: int
+
     def authenticate(self, metadata: Any, auth_context: Any = None) -> Identity: ...
 
 
@@ -45,7 +48,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _guard(handler, self._admitter(method))
+        wrapped = _guard(handler, self._admitter(method), self._authenticator)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
@@ -71,16 +74,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
 
 
-def _guard(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
-    """The same handler, with ``admit`` run first."""
+def _guard(handler: grpc.RpcMethodHandler, admit: Admit, authenticator: Authenticator) -> grpc.RpcMethodHandler:
+    """The same handler, with ``admit`` run first (and again on streams after a reload)."""
     deserialize, serialize = handler.request_deserializer, handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, admit), deserialize, serialize)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream, admit), deserialize, serialize)
+        guarded = _streaming(handler.unary_stream, admit, authenticator)
+        return grpc.unary_stream_rpc_method_handler(guarded, deserialize, serialize)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, admit), deserialize, serialize)
-    return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream, admit), deserialize, serialize)
+    guarded = _streaming(handler.stream_stream, admit, authenticator)
+    return grpc.stream_stream_rpc_method_handler(guarded, deserialize, serialize)
 
 
 def _unary(behaviour: Callable[[Any, Any], Any], admit: Admit) -> Callable[[Any, Any], Awaitable[Any]]:
@@ -91,10 +96,16 @@ def _unary(behaviour: Callable[[Any, Any], Any], admit: Admit) -> Callable[[Any,
     return guarded
 
 
-def _streaming(behaviour: Callable[[Any, Any], Any], admit: Admit) -> Callable[[Any, Any], AsyncIterator[Any]]:
+def _streaming(
+    behaviour: Callable[[Any, Any], Any], admit: Admit, authenticator: Authenticator
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await admit(context)
+        generation = authenticator.generation
         async for response in behaviour(request, context):
+            if authenticator.generation != generation:  # reloaded: a revoked caller gets nothing more
+                await admit(context)
+                generation = authenticator.generation
             yield response
 
     return guarded
