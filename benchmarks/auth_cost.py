@@ -9,8 +9,8 @@ them; each round runs --tasks no-op tasks and reads the session manager process'
 - ``unary``: one CreateTask call per task (as flamepy sends them), results on one WatchSession:
   one token check per task, the worst case.
 
-Because a 2% difference is within the noise of a shared machine, it also times the interceptor's
-own work per call (intercept_service, the token check, the wrapper) in process, and prints it as a
+Because a 2% difference is within the noise of a shared machine, it also times the guard's own
+work per call (the token check, the role table, the wrapper) in process, and prints it as a
 share of the session manager's CPU per task on the unary path. Medians over --rounds. Run it
 under the team's benchmark lock:
 
@@ -40,7 +40,7 @@ import yaml
 
 import flame
 from flame.protocol import ext_pb2, ext_pb2_grpc, frontend_pb2, frontend_pb2_grpc, types_pb2
-from flame.session_manager.auth import AuthInterceptor
+from flame.session_manager.auth import Guard
 from flame.session_manager.auth.identity import TokenAuthenticator
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -159,7 +159,7 @@ async def _unary(cluster: Cluster, tasks: int) -> float:
 
 
 class _Context:
-    """The parts of a grpc.aio ServicerContext the interceptor reads."""
+    """The parts of a grpc.aio ServicerContext the guard reads."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self._metadata = metadata
@@ -171,45 +171,33 @@ class _Context:
         return "ipv4:127.0.0.1:1"
 
 
-class _Details:
-    method = "/flame.v1.Frontend/CreateTask"
-    invocation_metadata = ()
-
-
-async def _interceptor_cost(auth: TokenAuthenticator, token: str, calls: int) -> float:
-    """Seconds per call that the interceptor adds: intercept_service, the token check, the wrapper."""
+async def _guard_cost(auth: TokenAuthenticator, token: str, calls: int) -> float:
+    """Seconds per call that the guard adds around a handler: the token check, the role table, the wrapper."""
 
     async def behaviour(request: bytes, context: object) -> bytes:
         return request
 
-    handler = grpc.unary_unary_rpc_method_handler(behaviour)
-
-    async def continuation(details: object) -> grpc.RpcMethodHandler:
-        return handler
-
-    interceptor = AuthInterceptor(auth)
+    guarded = Guard(auth).wrap("/flame.v1.Frontend/CreateTask", behaviour, False)
     context = _Context((("user-agent", "grpc-python"), ("authorization", f"Bearer {token}")))
     best_plain = best_guarded = float("inf")
     for _ in range(5):
         start = time.process_time()
         for _ in range(calls):
-            plain = await continuation(_Details)
-            await plain.unary_unary(b"", context)
+            await behaviour(b"", context)
         best_plain = min(best_plain, time.process_time() - start)
         start = time.process_time()
         for _ in range(calls):
-            guarded = await interceptor.intercept_service(continuation, _Details)
-            await guarded.unary_unary(b"", context)
+            await guarded(b"", context)
         best_guarded = min(best_guarded, time.process_time() - start)
     return (best_guarded - best_plain) / calls
 
 
 def check_cost(holders: int, calls: int = 20_000) -> float:
-    """Seconds per call of the interceptor's own work (token check included)."""
+    """Seconds per call of the guard's own work (token check included)."""
     with tempfile.TemporaryDirectory() as tmp:
         token = write_tokens(Path(tmp) / "tokens.yaml", holders)
         auth = TokenAuthenticator(Path(tmp) / "tokens.yaml")
-    return asyncio.run(_interceptor_cost(auth, token, calls))
+    return asyncio.run(_guard_cost(auth, token, calls))
 
 
 def main() -> None:
@@ -241,7 +229,7 @@ def main() -> None:
         on_us = statistics.median(results[(path, "token")]) * 1e6
         print(f"{path:<7}{off_us:>10.1f}us{on_us:>10.1f}us{(on_us - off_us) / off_us * 100:>+11.1f}%")
     unary_off = statistics.median(results[("unary", "off")])
-    print(f"interceptor + token check per call ({args.holders + 1} token holders): {check * 1e6:.2f}us")
+    print(f"guard (token check, role table) per call ({args.holders + 1} token holders): {check * 1e6:.2f}us")
     print(
         f"ratio: token checks / session manager CPU per task (unary path, one check per task): "
         f"{check / unary_off * 100:.2f}% (target < 2%)"

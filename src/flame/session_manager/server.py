@@ -81,13 +81,17 @@ class SessionManager:
                 "and run their commands on the nodes (within cluster.applications.allowed_commands)",
                 self.config.endpoint,
             )
-        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=[self.auth.main] if self.auth.main else None)
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
         frontend = FrontendService(self.controller, self.auth.access, self.config.allowed_commands)
         ext = FrontendExtService(self.controller, self.auth.access)
-        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend)
-        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext)
+        guard = self.auth.main
+        wrap = guard.wrap if guard is not None else None
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend, wrap)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext, wrap)
         mutual = self.config.tls is not None and self.config.tls.ca_file is not None
-        backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
+        backend: object = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
+        if guard is not None:
+            backend = guard.servicer(backend, "flame.backend.v1.Backend", [("Connect", True)])
         backend_pb2_grpc.add_BackendServicer_to_server(backend, server)
         address = self.config.endpoint.address
         tls = self.config.tls
@@ -127,9 +131,9 @@ class SessionManager:
         every call with cluster.auth.flamepy_role."""
         endpoint = self.config.auth.flamepy_endpoint
         assert endpoint is not None and self.auth.flamepy is not None
-        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=[self.auth.flamepy])
-        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend)
-        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext)
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend, self.auth.flamepy.wrap)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext, self.auth.flamepy.wrap)
         if endpoint.tls:
             assert self.config.tls is not None  # the config refuses https without cluster.tls
             self.flamepy_port = server.add_secure_port(endpoint.address, _server_credentials(self.config.tls, False))

@@ -2,7 +2,7 @@
 
 - :mod:`roles`: the role table, method path -> roles allowed;
 - :mod:`identity`: tokens, client certificates and the flamepy listener's fixed identity;
-- :mod:`interceptor`: the server interceptor that applies both before a servicer runs;
+- :mod:`guard`: the check that applies both before a servicer method runs;
 - :mod:`access`: session ownership, asked by the servicers;
 - :mod:`audit`: the audit log lines.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from flame.config import AuthConfig
 from flame.session_manager.auth.access import CURRENT, Access
+from flame.session_manager.auth.guard import Authenticator, Guard
 from flame.session_manager.auth.identity import (
     CertificateAuthenticator,
     FixedIdentity,
     Identity,
     TokenAuthenticator,
 )
-from flame.session_manager.auth.interceptor import Authenticator, AuthInterceptor
 from flame.session_manager.auth.roles import RULES, Role
 
 logger = logging.getLogger(__name__)
@@ -30,12 +30,12 @@ FLAMEPY_IDENTITY = "flamepy"
 
 @dataclass
 class Auth:
-    """What the server needs: an interceptor per listener (None: no checks), ownership, reloading."""
+    """What the server needs: a guard per listener (None: no checks), ownership, reloading."""
 
     config: AuthConfig
     access: Access
-    main: AuthInterceptor | None = None
-    flamepy: AuthInterceptor | None = None
+    main: Guard | None = None
+    flamepy: Guard | None = None
     tokens: TokenAuthenticator | None = field(default=None, repr=False)
 
     def reload(self) -> bool:
@@ -57,10 +57,10 @@ def build_auth(config: AuthConfig) -> Auth:
     elif config.mode == "mtls":
         authenticator = CertificateAuthenticator(config.identities)
     if authenticator is not None:
-        auth.main = AuthInterceptor(authenticator, certificates=config.mode == "mtls")
+        auth.main = Guard(authenticator, certificates=config.mode == "mtls")
     if config.flamepy_endpoint is not None:
         identity = Identity(FLAMEPY_IDENTITY, Role(config.flamepy_role), "flamepy listener")
-        auth.flamepy = AuthInterceptor(FixedIdentity(identity))
+        auth.flamepy = Guard(FixedIdentity(identity))
     return auth
 
 
@@ -70,7 +70,7 @@ __all__ = [
     "RULES",
     "Access",
     "Auth",
-    "AuthInterceptor",
+    "Guard",
     "Identity",
     "Role",
     "build_auth",

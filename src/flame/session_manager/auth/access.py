@@ -1,6 +1,6 @@
 """Session ownership: a user works on the sessions it created (unless ``user_sessions: all``).
 
-The interceptor puts the caller's identity in :data:`CURRENT` for the duration of the call; the
+The guard puts the caller's identity in :data:`CURRENT` for the duration of the call; the
 servicers ask :class:`Access` about the session a request names. With authentication off there is
 no identity and everything is allowed.
 """

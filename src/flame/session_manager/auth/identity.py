@@ -31,11 +31,20 @@ class Identity:
 
 
 class TokenAuthenticator:
-    """Bearer tokens from ``cluster.auth.tokens_file``, compared in constant time; ``reload()`` on SIGHUP."""
+    """Bearer tokens from ``cluster.auth.tokens_file``, compared in constant time; ``reload()`` on SIGHUP.
+
+    A token that passed the comparison is remembered by its exact header value (a dict, whose
+    string hashing is keyed per process, so a lookup tells a caller nothing about other tokens):
+    the comparison with every known token runs once per distinct token, not once per call. A
+    reload forgets them all.
+    """
+
+    MAX_REMEMBERED = 4096
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self.generation = 0
+        self._verified: dict[str, Identity] = {}
         self._entries = _identities(load_tokens(path))
         self._extra: tuple[tuple[bytes, Identity], ...] = ()
         self._all = self._entries  # what authenticate() compares against: the file's and added tokens
@@ -49,6 +58,7 @@ class TokenAuthenticator:
             return False
         self._entries = _identities(entries)
         self._all = (*self._entries, *self._extra)
+        self._verified = {}
         self.generation += 1
         logger.info("reloaded %d token(s) from %s", len(entries), self._path)
         return True
@@ -57,9 +67,14 @@ class TokenAuthenticator:
         """A token that is not in the file (the all-in-one cluster's own node); it survives reloads."""
         self._extra = (*self._extra, (token_digest(token), identity))
         self._all = (*self._entries, *self._extra)
+        self._verified = {}
 
     def authenticate(self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Any = None) -> Identity:
-        token = _bearer(metadata)
+        header = _authorization(metadata)
+        known = self._verified.get(header) if header is not None else None
+        if known is not None:
+            return known
+        token = _bearer(header)
         if token is None:
             raise Unauthenticated(
                 "this cluster needs a bearer token: set token or token_file in the current context of "
@@ -69,12 +84,14 @@ class TokenAuthenticator:
         digest = token_digest(token)
         found: Identity | None = None
         compare = hmac.compare_digest
-        for known, identity in self._all:
+        for known_digest, identity in self._all:
             # Every entry is compared, so the time taken does not tell which one matched.
-            if compare(known, digest):
+            if compare(known_digest, digest):
                 found = identity
         if found is None:
             raise Unauthenticated("the bearer token is not accepted by this cluster (unknown, or revoked)")
+        if header is not None and len(self._verified) < self.MAX_REMEMBERED:
+            self._verified[header] = found
         return found
 
 
@@ -120,14 +137,20 @@ def _identities(entries: Iterable[TokenEntry]) -> tuple[tuple[bytes, Identity], 
     return tuple((entry.sha256, Identity(entry.name, Role(entry.role), "token")) for entry in entries)
 
 
-def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+def _authorization(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The one ``authorization`` header's value (None: none); several are refused."""
     found: str | None = None
     for key, value in metadata or ():
-        if key != "authorization":
-            continue
-        if found is not None:
-            raise Unauthenticated("a call carries one authorization header, this one has several")
-        if not isinstance(value, str) or value[:7].lower() != _BEARER:
-            raise Unauthenticated("the authorization header must be 'Bearer <token>'")
-        found = value[7:].strip()
-    return found or None
+        if key == "authorization":
+            if found is not None:
+                raise Unauthenticated("a call carries one authorization header, this one has several")
+            found = value if isinstance(value, str) else ""
+    return found
+
+
+def _bearer(header: str | None) -> str | None:
+    if header is None:
+        return None
+    if header[:7].lower() != _BEARER:
+        raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+    return header[7:].strip() or None
