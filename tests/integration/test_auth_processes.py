@@ -263,3 +263,34 @@ def test_the_cli_sends_a_token_file_and_explains_a_refusal(tmp_path: Path) -> No
         assert anonymous.returncode == 1 and "needs a bearer token" in anonymous.stderr
         missing = flmctl("list", "-a", "--token-file", str(tmp_path / "nope"))
         assert missing.returncode == 1 and "cannot read --token-file" in missing.stderr
+
+
+def test_rotating_a_node_token_with_sighup(processes: Processes, tmp_path: Path) -> None:
+    config, endpoint = _token_cluster(tmp_path)
+    manager = processes.start("session-manager", "--config", str(config))
+    admin = wait_for(lambda: _connect(endpoint, token_of("admin")), timeout=30)
+    assert isinstance(admin, flame.Connection)
+    with admin:
+        admin.register_application("flmping", FLMPING_SPEC)
+        node_token = tmp_path / "node.token"
+        node_token.write_text(token_of("node"))
+        agent = processes.start("executor-manager", "--session-manager", endpoint, "--node-name", "rotating",
+                                "--work-dir", str(tmp_path / "w"), "--token-file", str(node_token))  # fmt: skip
+        wait_for(lambda: [n.name for n in admin.list_nodes()] == ["rotating"], timeout=30)
+
+        # the node gets a new token: the session manager learns it, the executor manager reads it,
+        # then the old one is removed
+        tokens = tmp_path / "tokens.yaml"
+        text = tokens.read_text()
+        fresh = "node-token-rotated-0123456789"
+        tokens.write_text(text.replace(token_of("node"), fresh))
+        node_token.write_text(fresh)
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded the token from" in processes.output(), timeout=20)
+        manager.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded 5 token(s)" in processes.output(), timeout=20)
+
+        # the old stream is cut at the next order for the node; it reconnects with the new token
+        session = admin.create_session("flmping", session_id="after-rotation")
+        assert json.loads(session.run(b"").result(90))["session"] == "after-rotation"
+        assert "UNAUTHENTICATED" in processes.output()  # the stream opened with the old token ended
