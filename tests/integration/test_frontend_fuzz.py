@@ -106,7 +106,7 @@ class ControlPlane:
     """A session manager alone on a background loop: no node registers, so nothing runs and
     the only changes to its state are those the fuzzed calls make."""
 
-    def __init__(self, tmp: str, auth: bool) -> None:
+    def __init__(self, tmp: str, auth: bool = False) -> None:
         section: dict[str, Any] = {"endpoint": "http://127.0.0.1:0", "storage": "memory", "data_dir": tmp}
         if auth:
             section["auth"] = {"mode": "token", "tokens_file": str(write_tokens(Path(tmp) / "tokens.yaml"))}
