@@ -42,7 +42,9 @@ from flame.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
+    PermissionDenied,
     TaskFailed,
+    Unauthenticated,
     Unavailable,
 )
 from flame.service import ApplicationContext, FlameService, SessionContext, TaskContext, run
@@ -60,6 +62,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "PermissionDenied",
     "ResourceRequirement",
     "Session",
     "SessionContext",
@@ -67,6 +70,7 @@ __all__ = [
     "TaskContext",
     "TaskFailed",
     "TaskState",
+    "Unauthenticated",
     "Unavailable",
     "close_session",
     "connect",

@@ -139,6 +139,7 @@ class AllInOne:
             work_dir=self.work_dir,
             socket_dir=socket_dir(self.work_dir),
             max_executors=max_executors,
+            allowed_commands=self.config.allowed_commands.patterns,
         )
 
     async def _connect(self) -> LocalBackendCall:

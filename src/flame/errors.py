@@ -6,6 +6,8 @@
     ├── AlreadyExists       a name or id is taken
     ├── InvalidState        the object exists but is in a state that forbids the call
     ├── Unavailable         the cluster (or a service) cannot be reached
+    ├── Unauthenticated     no credentials, or credentials the cluster does not accept
+    ├── PermissionDenied    the caller's role may not make the call (the message names the role needed)
     ├── TaskFailed          a task ended Failed; carries the service's message
     └── Internal            a bug or an unexpected failure
 
@@ -43,6 +45,14 @@ class Unavailable(FlameError):
     """The cluster or a service cannot be reached."""
 
 
+class Unauthenticated(FlameError):
+    """The call carried no credentials, or a token or certificate the cluster does not know."""
+
+
+class PermissionDenied(FlameError):
+    """The caller is known but its role (or ownership) does not allow the call."""
+
+
 class Internal(FlameError):
     """An unexpected failure inside Flame."""
 
@@ -63,6 +73,8 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "PermissionDenied",
     "TaskFailed",
+    "Unauthenticated",
     "Unavailable",
 ]

@@ -221,6 +221,7 @@ class SessionSpec:
     priority: int = 0
     resreq: ResourceRequirement | None = None
     weight: float = 1.0  # share within its priority tier under fair share (ours; not on flame.v1)
+    owner: str | None = None  # who created it, when the cluster authenticates callers (ours; not on flame.v1)
 
 
 @dataclass

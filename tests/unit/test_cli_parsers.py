@@ -80,7 +80,7 @@ def test_flame_offers_the_same_commands_with_the_same_flags() -> None:
         assert {k: v for k, v in vars(ours).items() if k != "log_level"} == {
             k: v
             for k, v in vars(theirs).items()
-            if k not in ("config", "endpoint")  # flmctl's top-level flags
+            if k not in ("config", "endpoint", "token_file")  # flmctl's top-level flags
         }
     ping = flame_parser().parse_args(["ping", "-p", "-t", "5", "--endpoint", "h:1"])
     assert ping.handler is flmping_parser().parse_args([]).handler

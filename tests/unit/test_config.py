@@ -13,6 +13,7 @@ import yaml
 
 import flame.config
 from flame.config import (
+    CertificateIdentity,
     ClientConfig,
     Endpoint,
     TlsConfig,
@@ -45,19 +46,29 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> str:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(flame.config.__all__) == [
+        "AuthConfig",
+        "BUILTIN_COMMANDS",
+        "CertificateIdentity",
         "ClientConfig",
         "ClusterConfig",
+        "CommandAllowlist",
         "DashboardConfig",
         "Endpoint",
         "ExecutorManagerConfig",
+        "KubernetesConfig",
         "TlsConfig",
+        "TokenEntry",
         "cluster_config_from_dict",
+        "command_line",
         "executor_manager_config_from_dict",
         "load_client_config",
         "load_cluster_config",
         "load_executor_manager_config",
+        "load_tokens",
         "parse_endpoint",
+        "read_token_file",
         "socket_dir",
+        "token_digest",
         "user_data_dir",
     ]
     for name in flame.config.__all__:
@@ -163,6 +174,16 @@ cluster:
     ca_file: /etc/flame/certs/ca.crt
   data_dir: data
   pprof: {port: 6060}
+  auth:
+    mode: mtls
+    identities:
+      - {subject: alice.example.com, role: admin, name: alice}
+      - {subject: node-1, role: node}
+    flamepy_endpoint: "http://10.0.0.5:8081"
+    flamepy_role: viewer
+    user_sessions: all
+  applications:
+    allowed_commands: ["/usr/bin/python3 -m myapp *", "${FLAME_PYTHON} -m flame.apps.flmping"]
 cache:
   endpoint: "grpcs://flame-object-cache:9090"
   eviction: {policy: lru, max_memory: 512M}
@@ -187,6 +208,15 @@ def test_cluster_every_key_is_parsed(tmp_path: Path) -> None:
     assert config.tls == TlsConfig(
         "/etc/flame/certs/server.crt", "/etc/flame/certs/server.key", "/etc/flame/certs/ca.crt"
     )
+    auth = config.auth
+    assert (auth.mode, auth.explicit, auth.flamepy_role, auth.user_sessions) == ("mtls", True, "viewer", "all")
+    assert auth.identities == (
+        CertificateIdentity("alice.example.com", "admin", "alice"),
+        CertificateIdentity("node-1", "node", "node-1"),
+    )
+    assert auth.flamepy_endpoint == Endpoint("http", "10.0.0.5", 8081)
+    assert config.allowed_commands.patterns == ("/usr/bin/python3 -m myapp *", "${FLAME_PYTHON} -m flame.apps.flmping")
+    assert not config.loopback_only
 
 
 def test_cluster_resreq_alias_and_other_storages(tmp_path: Path) -> None:
@@ -208,7 +238,8 @@ def test_cluster_empty_values_mean_defaults(tmp_path: Path) -> None:
 
 
 def test_cluster_env_overrides_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "cluster:\n  endpoint: http://0.0.0.0:9000\n  storage: sqlite://a.db\n")
+    text = "cluster:\n  endpoint: http://0.0.0.0:9000\n  storage: sqlite://a.db\n  auth: {mode: none}\n"
+    path = write(tmp_path, text)
     env = {"FLAME_ENDPOINT": "127.0.0.1:0", "FLAME_DATA_DIR": str(tmp_path / "env")}
     config = load_cluster_config(path, env=env)
     assert config.endpoint == Endpoint("http", "127.0.0.1", 0)
@@ -282,8 +313,8 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: dashboard, data_dir, endpoint, executors, limits, name, policies, resreq,"
-            " schedule_interval, slot, storage, tls",
+            "known keys in cluster: applications, auth, dashboard, data_dir, endpoint, executors, limits, name,"
+            " policies, provider, resreq, schedule_interval, slot, storage, tls",
         ),
         (
             {"cluster": {"executors": {"max_bind_failure": 1}}},
@@ -325,7 +356,7 @@ def test_cluster_tls_needs_cert_and_key_and_https() -> None:
     assert "'http://h:1' uses http" in message
     message = refused(cluster_config_from_dict, {"cluster": {"endpoint": "https://h:1"}})
     assert "uses https but cluster.tls is not set" in message
-    config = cluster_config_from_dict({"cluster": {"endpoint": "https://h:1", "tls": tls}})
+    config = cluster_config_from_dict({"cluster": {"endpoint": "https://h:1", "tls": tls, "auth": {"mode": "none"}}})
     assert config.tls == TlsConfig("/c.crt", "/c.key", None)
 
 

@@ -21,6 +21,7 @@ FLAME_ALL = [
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "PermissionDenied",
     "ResourceRequirement",
     "Session",
     "SessionContext",
@@ -28,6 +29,7 @@ FLAME_ALL = [
     "TaskContext",
     "TaskFailed",
     "TaskState",
+    "Unauthenticated",
     "Unavailable",
     "close_session",
     "connect",
@@ -91,7 +93,8 @@ def test_flamepy_users_find_the_same_names() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    errors = [flame.InvalidArgument, flame.NotFound, flame.AlreadyExists, flame.InvalidState, flame.Unavailable]
+    errors = [flame.InvalidArgument, flame.NotFound, flame.AlreadyExists, flame.InvalidState, flame.Unavailable,
+              flame.Unauthenticated, flame.PermissionDenied]  # fmt: skip
     assert all(issubclass(error, flame.FlameError) for error in [*errors, flame.TaskFailed])
 
 

@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_resources,
         help="what this node offers executors, e.g. cpu=8,mem=16g (default: what the machine has)",
     )
+    em.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding this node's bearer token (role node) for a session manager with token auth; "
+        "re-read on SIGHUP (overrides $FLAME_TOKEN and executor_manager.token_file)",
+    )
+    em.add_argument(
+        "--allow-command",
+        metavar="GLOB",
+        action="append",
+        help="a command line this node may run (repeatable; replaces executor_manager.allowed_commands), "
+        "e.g. '/usr/bin/python3 *'",
+    )
 
     add_commands(sub, "flame")
     description, epilog = describe("flame ping")

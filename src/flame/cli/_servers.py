@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from flame.types import ResourceRequirement
 
 _CLUSTER_FLAGS = {"endpoint": "FLAME_ENDPOINT", "data_dir": "FLAME_DATA_DIR", "storage": "FLAME_STORAGE"}
-_AGENT_FLAGS = {"session_manager": "FLAME_SESSION_MANAGER", "work_dir": "FLAME_WORK_DIR"}
+_AGENT_FLAGS = {
+    "session_manager": "FLAME_SESSION_MANAGER",
+    "work_dir": "FLAME_WORK_DIR",
+    "token_file": "FLAME_TOKEN_FILE",
+}
 
 
 def _env(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
@@ -83,6 +87,7 @@ def agent_settings(
     node_name: str | None,
     max_executors: int | None,
     capacity: ResourceRequirement | None = None,
+    allowed_commands: tuple[str, ...] = (),
 ) -> AgentSettings:
     from flame.executor_manager import AgentSettings
 
@@ -101,12 +106,20 @@ def agent_settings(
         tls_cert=config.cert_file,
         tls_key=config.key_file,
         metrics_port=config.metrics_port,
+        allowed_commands=allowed_commands or config.allowed_commands.patterns,
+        token=config.token,
+        token_file=config.token_file,
     )
 
 
 def run_em(args: argparse.Namespace) -> None:
     from flame.executor_manager import run_executor_manager
 
-    config = load_executor_manager_config(args.config, _env(args, _AGENT_FLAGS))
-    settings = agent_settings(config, args.node_name, args.max_executors, args.capacity)
+    env = _env(args, _AGENT_FLAGS)
+    if args.token_file:  # the flag wins over a token in the environment
+        env.pop("FLAME_TOKEN", None)
+    config = load_executor_manager_config(args.config, env)
+    settings = agent_settings(
+        config, args.node_name, args.max_executors, args.capacity, tuple(args.allow_command or ())
+    )
     run_executor_manager(settings)

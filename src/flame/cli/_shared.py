@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from flame.client import Connection, connect
-from flame.config import load_client_config, parse_endpoint
+from flame.config import load_client_config, parse_endpoint, read_token_file
 from flame.errors import FlameError, InvalidArgument
 from flame.types import ResourceRequirement
 
@@ -64,6 +65,13 @@ def add_client_flags(parser: argparse.ArgumentParser, *, top_level: bool) -> Non
         default=default,
         help="the session manager, e.g. http://127.0.0.1:8080 (overrides $FLAME_ENDPOINT and the config)",
     )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=default,
+        help="a file holding the bearer token for a cluster with token authentication "
+        "(overrides $FLAME_TOKEN and the context's token; a file, so the token stays out of `ps`)",
+    )
 
 
 def add_output_flag(parser: argparse.ArgumentParser) -> None:
@@ -97,10 +105,12 @@ def connect_from(args: argparse.Namespace) -> Connection:
     """Connect as the flags say: --endpoint, else $FLAME_ENDPOINT, else the config's current context."""
     config_path = getattr(args, "config", None)
     endpoint = getattr(args, "endpoint", None)
+    token_file = getattr(args, "token_file", None)
+    token = read_token_file(Path(token_file), "command line", "--token-file") if token_file else None
     if config_path is None:
-        return connect(endpoint)  # the SDK reads $FLAME_ENDPOINT and ~/.flame/flame.yaml itself
+        return connect(endpoint, token=token)  # the SDK reads $FLAME_ENDPOINT and ~/.flame/flame.yaml itself
     config = load_client_config(config_path)
-    return connect(endpoint or str(config.endpoint), ca_file=config.ca_file)
+    return connect(endpoint or str(config.endpoint), ca_file=config.ca_file, token=token or config.token)
 
 
 def configure_logging() -> None:

@@ -59,13 +59,15 @@ class AsyncConnection:
         ca_file: str | None = None,
         timeout: float = CONNECT_TIMEOUT,
         config: str | Path | None = None,
+        token: str | None = None,
     ) -> AsyncConnection:
         """Connect to ``endpoint``; by default $FLAME_ENDPOINT, else the current context of the
         client config (``config``, default ~/.flame/flame.yaml), else http://127.0.0.1:8080.
 
+        ``token`` (default $FLAME_TOKEN, then the context's) authenticates every call.
         Raises Unavailable when the cluster cannot be reached within ``timeout`` seconds.
         """
-        resolved = _resolve_endpoint(endpoint, ca_file, config_path=config)
+        resolved = _resolve_endpoint(endpoint, ca_file, config_path=config, token=token)
         channel = open_channel(resolved)
         try:
             await wait_until_ready(channel, resolved, timeout)

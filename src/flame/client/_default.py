@@ -22,16 +22,19 @@ def connect(
     ca_file: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
     config: str | Path | None = None,
+    token: str | None = None,
 ) -> Connection:
     """Connect to a Flame cluster.
 
     ``endpoint`` is ``http://host:port``, ``https://host:port`` or ``host:port``; it defaults to
     $FLAME_ENDPOINT, else the current context of the client config (``config``, default
     ~/.flame/flame.yaml, as flamepy reads it), else http://127.0.0.1:8080. ``ca_file`` (default
-    $FLAME_CA_FILE or the context's tls.ca_file) verifies an https endpoint. Raises
-    flame.errors.Unavailable when the cluster cannot be reached.
+    $FLAME_CA_FILE or the context's tls.ca_file) verifies an https endpoint. ``token`` (default
+    $FLAME_TOKEN, $FLAME_TOKEN_FILE, or the context's cluster.token / cluster.token_file) is sent
+    as a bearer token with every call. Raises flame.errors.Unavailable when the cluster cannot be
+    reached, Unauthenticated or PermissionDenied when a call is refused.
     """
-    return Connection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config)
+    return Connection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config, token=token)
 
 
 def _connection() -> Connection:

@@ -251,10 +251,11 @@ class Connection:
         ca_file: str | None = None,
         timeout: float = CONNECT_TIMEOUT,
         config: str | Path | None = None,
+        token: str | None = None,
     ) -> Connection:
         runner = _LoopThread("flame-client")
         try:
-            connect = AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config)
+            connect = AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config, token=token)
             connection = runner.run(connect)
         except BaseException:
             runner.stop()

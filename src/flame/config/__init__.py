@@ -8,7 +8,8 @@ Three files, each read as its Flame counterpart is:
 - the client's :class:`ClientConfig`, the current context of ~/.flame/flame.yaml (flamepy's file).
 
 Precedence: defaults, then the file, then environment variables (FLAME_ENDPOINT, FLAME_STORAGE,
-FLAME_DATA_DIR, FLAME_SESSION_MANAGER, FLAME_WORK_DIR, FLAME_CA_FILE), then explicit arguments.
+FLAME_DATA_DIR, FLAME_SESSION_MANAGER, FLAME_WORK_DIR, FLAME_CA_FILE, FLAME_TOKEN, FLAME_TOKEN_FILE),
+then explicit arguments.
 Every bad value, unknown key, YAML syntax error or missing file raises
 :class:`flame.errors.InvalidArgument` naming the file, the key path, the value and what is accepted.
 Sections of Flame's file that we do not use (``cache``, ``cluster.executors.limits``,
@@ -23,6 +24,17 @@ from flame.config._agent import (
     load_executor_manager_config,
     socket_dir,
 )
+from flame.config._auth import (
+    BUILTIN_COMMANDS,
+    AuthConfig,
+    CertificateIdentity,
+    CommandAllowlist,
+    TokenEntry,
+    command_line,
+    load_tokens,
+    read_token_file,
+    token_digest,
+)
 from flame.config._client import ClientConfig, load_client_config
 from flame.config._cluster import ClusterConfig, TlsConfig, cluster_config_from_dict, load_cluster_config
 from flame.config._dashboard import DashboardConfig
@@ -31,19 +43,28 @@ from flame.config._provider import KubernetesConfig
 from flame.config._values import user_data_dir
 
 __all__ = [
+    "BUILTIN_COMMANDS",
+    "AuthConfig",
+    "CertificateIdentity",
     "ClientConfig",
     "ClusterConfig",
+    "CommandAllowlist",
     "DashboardConfig",
     "Endpoint",
     "ExecutorManagerConfig",
     "KubernetesConfig",
     "TlsConfig",
+    "TokenEntry",
     "cluster_config_from_dict",
+    "command_line",
     "executor_manager_config_from_dict",
     "load_client_config",
     "load_cluster_config",
     "load_executor_manager_config",
+    "load_tokens",
     "parse_endpoint",
+    "read_token_file",
     "socket_dir",
+    "token_digest",
     "user_data_dir",
 ]

@@ -7,10 +7,11 @@ import math
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._auth import CommandAllowlist, is_loopback, parse_allowlist, read_token_file
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._values import ENVIRONMENT, Section, load_yaml, resolve_dir, user_data_dir
 from flame.errors import InvalidArgument
@@ -29,6 +30,9 @@ _KEYS = (
     "stop_grace",
     "tls",
     "metrics_port",
+    "allowed_commands",
+    "token",
+    "token_file",
 )
 
 # Linux's sun_path holds 108 bytes with the terminating NUL (macOS: 104). A socket path longer than
@@ -58,6 +62,12 @@ class ExecutorManagerConfig:
     key_file: Path | None = None
     # Serve Prometheus metrics on 127.0.0.1:<port> (0: any free port); None: no metrics.
     metrics_port: int | None = None
+    # Commands this node agrees to run, whatever the session manager sends (see CommandAllowlist).
+    allowed_commands: CommandAllowlist = field(default_factory=CommandAllowlist)
+    # The bearer token sent to a session manager with token authentication: given inline
+    # (token, FLAME_TOKEN) or read from token_file (FLAME_TOKEN_FILE), which SIGHUP re-reads.
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -88,7 +98,8 @@ def load_executor_manager_config(
 ) -> ExecutorManagerConfig:
     """Load the ``executor_manager`` section of ``path`` (None: defaults), then env overrides.
 
-    ``env`` defaults to ``os.environ``; FLAME_SESSION_MANAGER and FLAME_WORK_DIR override the file.
+    ``env`` defaults to ``os.environ``; FLAME_SESSION_MANAGER, FLAME_WORK_DIR, FLAME_TOKEN and
+    FLAME_TOKEN_FILE override the file.
     """
     env = os.environ if env is None else env
     if path is None:
@@ -122,7 +133,26 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         cert_file=_tls_path(section, "cert_file", env.get("FLAME_CERT_FILE"), base_dir),
         key_file=_tls_path(section, "key_file", env.get("FLAME_KEY_FILE"), base_dir),
         metrics_port=_metrics_port(section),
+        allowed_commands=parse_allowlist(section, is_loopback(session_manager.host)),
+        **_token(section, env, base_dir),
     )
+
+
+def _token(section: Section, env: Mapping[str, str], base_dir: Path | None) -> dict[str, Any]:
+    if section.has("token") and section.has("token_file"):
+        raise InvalidArgument(f"{section.source}: {section.path} has both token and token_file: keep one")
+    if env.get("FLAME_TOKEN"):
+        return {"token": env["FLAME_TOKEN"].strip()}
+    if env.get("FLAME_TOKEN_FILE"):
+        path = Path(env["FLAME_TOKEN_FILE"]).expanduser()
+        return {"token": read_token_file(path, ENVIRONMENT, "FLAME_TOKEN_FILE"), "token_file": path}
+    if section.has("token"):
+        return {"token": section.string("token", "")}
+    text = section.optional_string("token_file")
+    if text is None:
+        return {}
+    path = resolve_dir(text, base_dir)
+    return {"token": read_token_file(path, section.source, section.key("token_file")), "token_file": path}
 
 
 def _tls_path(section: Section, name: str, override: str | None, base_dir: Path | None) -> Path | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from flame.config._auth import read_token
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._values import ENVIRONMENT, Section, home_dir, load_yaml
 from flame.errors import InvalidArgument
@@ -14,16 +15,21 @@ from flame.errors import InvalidArgument
 _TOP_KEYS = ("current-context", "contexts")
 _CONTEXT_KEYS = ("name", "cluster")
 _CONTEXT_IGNORED = ("cache", "package", "runner")  # flamepy's object cache, packaging and runner
-_CLUSTER_KEYS = ("endpoint", "tls")
-_TLS_KEYS = ("ca_file",)
+_CLUSTER_KEYS = ("endpoint", "tls", "token", "token_file")
+_TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where a client connects; ``ca_file`` verifies an https server (None: the system's CAs)."""
+    """Where a client connects; ``ca_file`` verifies an https server (None: the system's CAs);
+    ``token`` is the bearer token sent with every call (None: none)."""
 
     endpoint: Endpoint
     ca_file: str | None = None
+    token: str | None = field(default=None, repr=False)
+    # A client certificate and its key (PEM files), for a cluster with mutual TLS (cluster.auth.mode mtls).
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 def load_client_config(
@@ -34,8 +40,8 @@ def load_client_config(
     """Load the current context of a flamepy-style config file.
 
     ``path`` None means ~/.flame/flame.yaml, which may be missing (then defaults apply); an explicit
-    path must exist. FLAME_ENDPOINT and FLAME_CA_FILE in ``env`` (default ``os.environ``) override
-    the file, and an ``endpoint`` argument overrides everything.
+    path must exist. FLAME_ENDPOINT, FLAME_CA_FILE and FLAME_TOKEN (or FLAME_TOKEN_FILE) in ``env``
+    (default ``os.environ``) override the file, and an ``endpoint`` argument overrides everything.
     """
     env = os.environ if env is None else env
     if path is None:
@@ -45,45 +51,56 @@ def load_client_config(
     else:
         source = str(path)
         data = load_yaml(Path(path))
-    config = _from_file(Section.root(data, source))
+    config = _from_file(Section.root(data, source), env)
 
     if env.get("FLAME_ENDPOINT"):
-        config = ClientConfig(parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT), config.ca_file)
+        config = replace(config, endpoint=parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT))
     if env.get("FLAME_CA_FILE"):
-        config = ClientConfig(config.endpoint, env["FLAME_CA_FILE"])
+        config = replace(config, ca_file=env["FLAME_CA_FILE"])
+    if env.get("FLAME_CERT_FILE") or env.get("FLAME_KEY_FILE"):
+        config = replace(config, cert_file=env.get("FLAME_CERT_FILE"), key_file=env.get("FLAME_KEY_FILE"))
+    if (config.cert_file is None) != (config.key_file is None):
+        raise InvalidArgument(
+            "a client certificate needs its key: give both tls.cert_file and tls.key_file "
+            "(or FLAME_CERT_FILE and FLAME_KEY_FILE), or neither"
+        )
     if isinstance(endpoint, Endpoint):
-        config = ClientConfig(endpoint, config.ca_file)
+        config = replace(config, endpoint=endpoint)
     elif endpoint is not None:
-        config = ClientConfig(parse_endpoint_from(endpoint, "endpoint", None), config.ca_file)
+        config = replace(config, endpoint=parse_endpoint_from(endpoint, "endpoint", None))
     if config.endpoint.port == 0:
         raise InvalidArgument(f"invalid client endpoint {str(config.endpoint)!r}: port 0 cannot be connected to")
     return config
 
 
-def _from_file(root: Section) -> ClientConfig:
+def _from_file(root: Section, env: Mapping[str, str]) -> ClientConfig:
     root.check_keys(_TOP_KEYS)
     contexts = root.raw("contexts")
     if contexts is None:
         contexts = []
     if not isinstance(contexts, list):
         raise root.error("contexts", contexts, "a list of contexts, each with a name and a cluster")
-    parsed: dict[str, ClientConfig] = {}
+    parsed: dict[str, tuple[ClientConfig, Section]] = {}
     for index, item in enumerate(contexts):
-        name, config = _context(root.nested(f"contexts[{index}]", item))
+        name, config, cluster = _context(root.nested(f"contexts[{index}]", item))
         if name in parsed:
             raise root.error(f"contexts[{index}].name", name, "a name that no other context has")
-        parsed[name] = config
+        parsed[name] = config, cluster
 
     current = root.raw("current-context")
     if current is None and not parsed:
-        return ClientConfig(_default_endpoint())
+        return ClientConfig(_default_endpoint(), token=read_token(None, None, env, root.source, "token"))
     names = ", ".join(repr(name) for name in parsed) or "none defined"
     if not isinstance(current, str) or current not in parsed:
         raise root.error("current-context", current, f"the name of one of the contexts ({names})")
-    return parsed[current]
+    config, cluster = parsed[current]
+    # Only the current context's token file is read: another context's may live elsewhere.
+    token_file = cluster.optional_string("token_file")
+    token = read_token(cluster.optional_string("token"), token_file, env, cluster.source, cluster.key("token_file"))
+    return replace(config, token=token)
 
 
-def _context(context: Section) -> tuple[str, ClientConfig]:
+def _context(context: Section) -> tuple[str, ClientConfig, Section]:
     context.check_keys(_CONTEXT_KEYS, _CONTEXT_IGNORED)
     name = context.string("name", "")
     if not name:
@@ -96,7 +113,17 @@ def _context(context: Section) -> tuple[str, ClientConfig]:
         endpoint = parse_endpoint_from(cluster.raw("endpoint"), cluster.key("endpoint"), cluster.source)
     else:
         endpoint = _default_endpoint()
-    return name, ClientConfig(endpoint, tls.optional_string("ca_file"))
+    if cluster.has("token") and cluster.has("token_file"):
+        raise InvalidArgument(f"{cluster.source}: {cluster.path} has both token and token_file: keep one")
+    cluster.optional_string("token")  # a non-empty string if given
+    cluster.optional_string("token_file")
+    config = ClientConfig(
+        endpoint,
+        tls.optional_string("ca_file"),
+        cert_file=tls.optional_string("cert_file"),
+        key_file=tls.optional_string("key_file"),
+    )
+    return name, config, cluster
 
 
 def _default_endpoint() -> Endpoint:

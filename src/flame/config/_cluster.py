@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._auth import AuthConfig, CommandAllowlist, is_loopback, parse_applications, parse_auth
 from flame.config._dashboard import DashboardConfig, parse_dashboard
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._provider import KubernetesConfig, parse_provider
@@ -38,6 +39,8 @@ _CLUSTER_KEYS = (
     "data_dir",
     "provider",
     "dashboard",
+    "auth",
+    "applications",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -96,6 +99,16 @@ class ClusterConfig:
     # cluster.provider: None is "none" (executor managers register themselves); else pods on Kubernetes.
     provider: KubernetesConfig | None = None
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    allowed_commands: CommandAllowlist = field(default_factory=CommandAllowlist)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Every listener is on a loopback address (then auth none and any command are the defaults)."""
+        hosts = [self.endpoint.host]
+        if self.auth.flamepy_endpoint is not None:
+            hosts.append(self.auth.flamepy_endpoint.host)
+        return all(is_loopback(host) for host in hosts)
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -133,6 +146,16 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
 
     data_dir = _data_dir(cluster, env, base_dir)
     endpoint, tls = _endpoint_and_tls(cluster, env)
+    auth = parse_auth(cluster, base_dir)
+    exposed = [e.host for e in (endpoint, auth.flamepy_endpoint) if e is not None and not is_loopback(e.host)]
+    loopback = not exposed
+    if exposed and not auth.explicit:
+        raise InvalidArgument(
+            f"{cluster.source}: the session manager would listen on {exposed[0]} (not a loopback address) "
+            f"without authentication: set {cluster.key('auth')}.mode to token or mtls, or to none to "
+            "accept anyone who reaches the port"
+        )
+    _check_flamepy_tls(auth, tls, cluster)
     return ClusterConfig(
         name=cluster.string("name", "flame"),
         endpoint=endpoint,
@@ -153,7 +176,25 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         data_dir=data_dir,
         provider=parse_provider(cluster),
         dashboard=parse_dashboard(cluster, tls is not None),
+        auth=auth,
+        allowed_commands=parse_applications(cluster, loopback),
     )
+
+
+def _check_flamepy_tls(auth: AuthConfig, tls: TlsConfig | None, cluster: Section) -> None:
+    flamepy = auth.flamepy_endpoint
+    if auth.mode == "mtls" and tls is None:
+        raise InvalidArgument(f"{cluster.source}: {cluster.key('auth')}.mode mtls needs {cluster.key('tls')}")
+    if auth.mode == "mtls" and tls is not None and tls.ca_file is None:
+        raise InvalidArgument(
+            f"{cluster.source}: {cluster.key('auth')}.mode mtls needs {cluster.key('tls')}.ca_file "
+            "(the CA that signs client certificates)"
+        )
+    if flamepy is not None and flamepy.tls and tls is None:
+        raise InvalidArgument(
+            f"{cluster.source}: {cluster.key('auth')}.flamepy_endpoint {str(flamepy)!r} uses https but "
+            f"{cluster.key('tls')} is not set"
+        )
 
 
 def _task_timeout(executors: Section) -> float | None:

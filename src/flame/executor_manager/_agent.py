@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from flame.config import read_token_file
 from flame.errors import InvalidArgument, InvalidState
 from flame.executor_manager._compat import TaskGroup
 from flame.executor_manager._executor import Command, Executor, Release, Unbind
@@ -52,9 +53,9 @@ class BackendCall(Protocol):
 class _GrpcCall:
     """Backend.Connect over a gRPC channel of its own."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, metadata: tuple[tuple[str, str], ...] | None = None) -> None:
         self._channel = channel
-        self._call = backend_pb2_grpc.BackendStub(channel).Connect()
+        self._call = backend_pb2_grpc.BackendStub(channel).Connect(metadata=metadata)
 
     async def write(self, message: backend_pb2.AgentMessage) -> None:
         await self._call.write(message)
@@ -91,6 +92,7 @@ class ExecutorManager:
         self._last_sent = 0.0
         self._tls_ca: bytes | None = None
         self._tls_identity: tuple[bytes, bytes] | None = None  # (key, certificate chain)
+        self._token = settings.token
         self._accepting = True
         self._connected = False
         self._started = False
@@ -167,6 +169,19 @@ class ExecutorManager:
         if self._serving:
             await self._done.wait()
 
+    def reload_token(self) -> None:
+        """Re-read ``settings.token_file`` (on SIGHUP): the next connection sends the new token."""
+        path = self._settings.token_file
+        if path is None:
+            logger.info("no token file to reload")
+            return
+        try:
+            self._token = read_token_file(path, "executor manager", "token_file")
+        except InvalidArgument as exc:
+            logger.error("keeping the previous token: %s", exc.message)
+            return
+        logger.info("reloaded the token from %s", path)
+
     async def __aenter__(self) -> ExecutorManager:
         await self.start()
         return self
@@ -231,7 +246,11 @@ class ExecutorManager:
 
     async def _connection(self) -> tuple[bool, str]:
         """One connection: register, then serve the stream until it breaks. (registered?, why it ended)."""
-        call = await self._connect() if self._connect is not None else _GrpcCall(self._open_channel())
+        if self._connect is not None:
+            call = await self._connect()
+        else:
+            metadata = (("authorization", f"Bearer {self._token}"),) if self._token else None
+            call = _GrpcCall(self._open_channel(), metadata)
         try:
             try:
                 first = await asyncio.wait_for(self._register(call), REGISTER_TIMEOUT)

@@ -31,13 +31,14 @@ async def _main(settings: AgentSettings) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with ExecutorManager(settings) as manager, TaskGroup() as tg:
+            loop.add_signal_handler(signal.SIGHUP, manager.reload_token)
             tg.create_task(_shutdown_when(stop, manager))
             try:
                 await manager.serve()
             finally:
                 stop.set()
     finally:
-        for signum in signals:
+        for signum in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flame.errors import InvalidArgument
@@ -49,6 +49,11 @@ class AgentSettings:
     #: Serve Prometheus metrics on this port (0: any free port); None: no metrics server.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: Globs of the command lines this node runs (flame.config.CommandAllowlist); ``*``: anything.
+    allowed_commands: tuple[str, ...] = ("*",)
+    #: Bearer token for a session manager with token authentication; ``token_file`` is re-read on SIGHUP.
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
         host, sep, port = self.session_manager.rpartition(":")

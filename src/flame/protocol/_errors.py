@@ -14,6 +14,8 @@ _TO_STATUS: dict[type[errors.FlameError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.InvalidState: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.TaskFailed: grpc.StatusCode.ABORTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
 }
@@ -27,6 +29,8 @@ _FROM_STATUS: dict[grpc.StatusCode, type[errors.FlameError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
     grpc.StatusCode.ABORTED: errors.TaskFailed,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 
 

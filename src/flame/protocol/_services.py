@@ -27,27 +27,47 @@ async def _parse(method: MethodDescriptor, raw: bytes, context: grpc.aio.Service
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method.input_type.full_name} message: {exc}")
 
 
-def _unary(method: MethodDescriptor, impl: Callable[[Any, Any], Awaitable[Any]]) -> grpc.RpcMethodHandler:
+def _unary(
+    method: MethodDescriptor, impl: Callable[[Any, Any], Awaitable[Any]]
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         return await impl(await _parse(method, raw, context), context)
 
-    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+    return handle
 
 
-def _stream(method: MethodDescriptor, impl: Callable[[Any, Any], AsyncIterator[Any]]) -> grpc.RpcMethodHandler:
+def _stream(
+    method: MethodDescriptor, impl: Callable[[Any, Any], AsyncIterator[Any]]
+) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for item in impl(await _parse(method, raw, context), context):
             yield item
 
-    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
+    return handle
 
 
-def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
-    """Serve ``service``'s unary and server-streaming methods from ``servicer``'s methods of the same names."""
+# (method path such as "/flame.v1.Frontend/CreateTask", raw-bytes handler, server streaming?) -> handler
+Wrap = Callable[[str, Callable[[Any, Any], Any], bool], Callable[[Any, Any], Any]]
+
+
+def add_servicer(
+    server: grpc.aio.Server, service: ServiceDescriptor, servicer: object, wrap: Wrap | None = None
+) -> None:
+    """Serve ``service``'s unary and server-streaming methods from ``servicer``'s methods of the same names.
+
+    ``wrap`` (e.g. an authorization check) wraps each raw-bytes handler, so it runs before the request is parsed.
+    """
     handlers = {}
     for method in service.methods:
         if method.client_streaming:
             raise ValueError(f"{method.full_name}: client streaming is not supported here")
         impl = getattr(servicer, method.name)
-        handlers[method.name] = _stream(method, impl) if method.server_streaming else _unary(method, impl)
+        handle = _stream(method, impl) if method.server_streaming else _unary(method, impl)
+        if wrap is not None:
+            handle = wrap(f"/{service.full_name}/{method.name}", handle, method.server_streaming)
+        serializer = _serialize
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(handle, response_serializer=serializer)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(handle, response_serializer=serializer)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
 
-from flame.errors import FlameError, InvalidArgument, NotFound
+from flame.config import CommandAllowlist, command_line
+from flame.errors import FlameError, InvalidArgument, NotFound, PermissionDenied
 from flame.protocol import (
     abort_with,
     application_spec_from_pb,
@@ -25,7 +27,10 @@ from flame.protocol import (
     task_to_pb,
     types_pb2,
 )
+from flame.session_manager.auth import Access, audit
 from flame.session_manager.controller import Controller
+from flame.session_manager.records import SessionRecord
+from flame.types import ApplicationSpec
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,24 +52,49 @@ def _require(value: str, what: str) -> str:
     return value
 
 
+def _session(controller: Controller, access: Access, session_id: str) -> SessionRecord:
+    """The record of ``session_id`` if the caller may use it (NotFound, PermissionDenied otherwise)."""
+    rec = controller.get_session_record(session_id)
+    access.check(rec.session)
+    return rec
+
+
 class FrontendService(frontend_pb2_grpc.FrontendServicer):
-    def __init__(self, controller: Controller) -> None:
+    def __init__(
+        self, controller: Controller, access: Access | None = None, commands: CommandAllowlist | None = None
+    ) -> None:
         self.c = controller
+        self.access = access or Access()
+        self.commands = commands or CommandAllowlist()
+
+    def _allowed_spec(self, request: Any, method: str, context: Any) -> ApplicationSpec:
+        if not request.HasField("application"):
+            raise InvalidArgument("application spec is required")
+        spec = application_spec_from_pb(request.application)
+        try:
+            self.commands.check(request.name, spec, "cluster.applications.allowed_commands")
+        except PermissionDenied as exc:
+            caller = self.access.caller()
+            audit.refused(method, exc.message, caller, context.peer(), authenticating=caller is not None)
+            raise
+        return spec
 
     async def RegisterApplication(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            if not request.HasField("application"):
-                raise InvalidArgument("application spec is required")
-            await self.c.register_application(request.name, application_spec_from_pb(request.application))
+            spec = self._allowed_spec(request, "flame.v1.Frontend/RegisterApplication", context)
+            await self.c.register_application(request.name, spec)
+            detail = f" (command {command_line(spec)!r})"
+            audit.application_changed("registered", request.name, detail, self.access.caller(), context.peer())
             return _OK
 
         return await _call(context, work)
 
     async def UpdateApplication(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            if not request.HasField("application"):
-                raise InvalidArgument("application spec is required")
-            await self.c.update_application(request.name, application_spec_from_pb(request.application))
+            spec = self._allowed_spec(request, "flame.v1.Frontend/UpdateApplication", context)
+            await self.c.update_application(request.name, spec)
+            detail = f" (command {command_line(spec)!r})"
+            audit.application_changed("updated", request.name, detail, self.access.caller(), context.peer())
             return _OK
 
         return await _call(context, work)
@@ -72,6 +102,7 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
     async def UnregisterApplication(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             await self.c.unregister_application(request.name)
+            audit.application_changed("unregistered", request.name, "", self.access.caller(), context.peer())
             return _OK
 
         return await _call(context, work)
@@ -107,36 +138,46 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
         async def work() -> Any:
             if not request.HasField("session"):
                 raise InvalidArgument("session spec is required")
-            session = await self.c.create_session(request.session_id, session_spec_from_pb(request.session))
+            spec = replace(session_spec_from_pb(request.session), owner=self.access.owner())
+            session = await self.c.create_session(request.session_id, spec)
             return session_to_pb(session)
 
         return await _call(context, work)
 
     async def OpenSession(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
+            session_id = _require(request.session_id, "session_id")
             spec = session_spec_from_pb(request.session) if request.HasField("session") else None
-            session = await self.c.open_session(_require(request.session_id, "session_id"), spec)
+            existing = self.c.sessions.get(session_id)
+            if existing is not None:
+                self.access.check(existing.session)
+            elif spec is not None:
+                spec = replace(spec, owner=self.access.owner())
+            session = await self.c.open_session(session_id, spec)
             return session_to_pb(session)
 
         return await _call(context, work)
 
     async def GetSession(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            return session_to_pb(self.c.get_session_record(request.session_id).session)
+            return session_to_pb(_session(self.c, self.access, request.session_id).session)
 
         return await _call(context, work)
 
     async def ListSession(self, request: Any, context: Any) -> Any:
-        return types_pb2.SessionList(sessions=[session_to_pb(r.session) for r in self.c.sessions.values()])
+        sessions = self.access.visible(r.session for r in self.c.sessions.values())
+        return types_pb2.SessionList(sessions=[session_to_pb(session) for session in sessions])
 
     async def CloseSession(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
+            _session(self.c, self.access, request.session_id)
             return session_to_pb(await self.c.close_session(request.session_id))
 
         return await _call(context, work)
 
     async def DeleteSession(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
+            _session(self.c, self.access, request.session_id)
             return session_to_pb(await self.c.delete_session(request.session_id))
 
         return await _call(context, work)
@@ -145,6 +186,7 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
         async def work() -> Any:
             spec = request.task
             session_id = _require(spec.session_id, "task.session_id")
+            _session(self.c, self.access, session_id)
             data = spec.input if spec.HasField("input") else None
             (task,) = await self.c.create_tasks(session_id, [data])
             return task_to_pb(task)
@@ -153,12 +195,14 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
 
     async def GetTask(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
+            _session(self.c, self.access, request.session_id)
             return task_to_pb(await self.c.get_task(request.session_id, request.task_id))
 
         return await _call(context, work)
 
     async def WatchTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
+            _session(self.c, self.access, request.session_id)
             await self.c.get_task(request.session_id, request.task_id)
         except FlameError as exc:
             await abort_with(context, exc)
@@ -167,6 +211,7 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
 
     async def ListTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
+            _session(self.c, self.access, request.session_id)
             tasks = await self.c.list_tasks(request.session_id)
         except FlameError as exc:
             await abort_with(context, exc)
@@ -175,12 +220,15 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
 
 
 class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, access: Access | None = None) -> None:
         self.c = controller
+        self.access = access or Access()
 
     async def SubmitTasks(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            tasks = await self.c.create_tasks(_require(request.session_id, "session_id"), list(request.inputs))
+            session_id = _require(request.session_id, "session_id")
+            _session(self.c, self.access, session_id)
+            tasks = await self.c.create_tasks(session_id, list(request.inputs))
             first = int(tasks[0].id) if tasks else 0
             return ext_pb2.SubmitTasksResponse(first_task_id=first, count=len(tasks))
 
@@ -188,7 +236,7 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
 
     async def WatchSession(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            self.c.get_session_record(request.session_id)
+            _session(self.c, self.access, request.session_id)
         except FlameError as exc:
             await abort_with(context, exc)
         # watch_session registers the watcher before returning, so once the client sees the
@@ -204,13 +252,16 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
     async def SetSessionWeight(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             session_id = _require(request.session_id, "session_id")
+            _session(self.c, self.access, session_id)
             return session_to_pb(await self.c.set_session_weight(session_id, request.weight))
 
         return await _call(context, work)
 
     async def CancelTasks(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            cancelled = await self.c.cancel_tasks(_require(request.session_id, "session_id"), request.task_ids)
+            session_id = _require(request.session_id, "session_id")
+            _session(self.c, self.access, session_id)
+            cancelled = await self.c.cancel_tasks(session_id, request.task_ids)
             return ext_pb2.CancelTasksResponse(cancelled=[t.id for t in cancelled])
 
         return await _call(context, work)

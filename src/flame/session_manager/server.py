@@ -13,6 +13,7 @@ import grpc
 
 from flame.config import ClusterConfig, TlsConfig
 from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
+from flame.session_manager.auth import Auth, Identity, Role, build_auth
 from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
 from flame.session_manager.fleet import Fleet
@@ -64,7 +65,10 @@ class SessionManager:
         mutual = config.tls is not None and config.tls.ca_file is not None
         self.backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
         self.provider: Provider = build_provider(config, self.controller, self.fleet)
+        self.auth: Auth = build_auth(config.auth)  # a bad tokens file is refused here
         self._server: grpc.aio.Server | None = None
+        self._flamepy_server: grpc.aio.Server | None = None
+        self.flamepy_port = 0  # cluster.auth.flamepy_endpoint's port, when set
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.port = 0
@@ -81,14 +85,29 @@ class SessionManager:
         await self.controller.recover()
         dashboard = self._make_dashboard()
         interceptors = [dashboard.grpc_interceptor()] if dashboard is not None else []
+        auth = self.config.auth
+        if auth.mode == "none" and not self.config.loopback_only:
+            logger.warning(
+                "cluster.auth.mode is none on %s: anyone who reaches the port may register applications "
+                "and run their commands on the nodes (within cluster.applications.allowed_commands)",
+                self.config.endpoint,
+            )
         server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=interceptors)
-        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], FrontendService(self.controller))
-        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], FrontendExtService(self.controller))
-        backend_pb2_grpc.add_BackendServicer_to_server(self.backend, server)
+        frontend = FrontendService(self.controller, self.auth.access, self.config.allowed_commands)
+        ext = FrontendExtService(self.controller, self.auth.access)
+        guard = self.auth.main
+        wrap = guard.wrap if guard is not None else None
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend, wrap)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext, wrap)
+        backend: object = self.backend
+        if guard is not None:
+            backend = guard.servicer(backend, "flame.backend.v1.Backend", [("Connect", True)])
+        backend_pb2_grpc.add_BackendServicer_to_server(backend, server)
         address = self.config.endpoint.address
         tls = self.config.tls
-        if tls is not None:
-            self.port = server.add_secure_port(address, _server_credentials(tls, require_client_auth=False))
+        if tls is not None:  # mode mtls: every caller of the main port shows a certificate
+            credentials = _server_credentials(tls, require_client_auth=auth.mode == "mtls")
+            self.port = server.add_secure_port(address, credentials)
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
@@ -103,8 +122,12 @@ class SessionManager:
             self.backend_port = server.add_secure_port(backend_address, _server_credentials(tls, True))
             if self.backend_port == 0:
                 raise OSError(f"cannot listen on {backend_address} (cluster.tls.backend_port) for executor managers")
+        if auth.flamepy_endpoint is not None:
+            self._flamepy_server = self._flamepy_listener(frontend, ext)
         await server.start()
         self._server = server
+        if self._flamepy_server is not None:
+            await self._flamepy_server.start()
         await self.provider.start()
         if dashboard is not None:
             await self._start_dashboard(dashboard)
@@ -148,6 +171,39 @@ class SessionManager:
         self.storage.on_batch_committed.append(dashboard.storage_committed)
         self.dashboard = dashboard
 
+    def _flamepy_listener(self, frontend: FrontendService, ext: FrontendExtService) -> grpc.aio.Server:
+        """cluster.auth.flamepy_endpoint: the client services (not the Backend) without credentials,
+        every call with cluster.auth.flamepy_role."""
+        endpoint = self.config.auth.flamepy_endpoint
+        assert endpoint is not None and self.auth.flamepy is not None
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        add_servicer(server, frontend_pb2.DESCRIPTOR.services_by_name["Frontend"], frontend, self.auth.flamepy.wrap)
+        add_servicer(server, ext_pb2.DESCRIPTOR.services_by_name["FrontendExt"], ext, self.auth.flamepy.wrap)
+        if endpoint.tls:
+            assert self.config.tls is not None  # the config refuses https without cluster.tls
+            self.flamepy_port = server.add_secure_port(endpoint.address, _server_credentials(self.config.tls, False))
+        else:
+            self.flamepy_port = server.add_insecure_port(endpoint.address)
+        if self.flamepy_port == 0:
+            raise OSError(f"cannot listen on {endpoint.address} (cluster.auth.flamepy_endpoint)")
+        logger.info(
+            "flamepy listener on %s://%s:%d: calls without credentials get role %s",
+            endpoint.scheme,
+            endpoint.host,
+            self.flamepy_port,
+            self.config.auth.flamepy_role,
+        )
+        return server
+
+    def add_node_token(self, token: str, node_name: str) -> None:
+        """Accept ``token`` from the executor manager of node ``node_name`` (the all-in-one's own node)."""
+        if self.auth.tokens is not None:
+            self.auth.tokens.add(token, Identity(node_name, Role.NODE, "local node"))
+
+    def reload_auth(self) -> bool:
+        """Re-read the tokens file (on SIGHUP); a revoked token is refused from the next call on."""
+        return self.auth.reload()
+
     async def serve(self) -> None:
         await self._stopped.wait()
 
@@ -155,6 +211,8 @@ class SessionManager:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._flamepy_server is not None:
+            await self._flamepy_server.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._scheduler is not None:
@@ -190,10 +248,11 @@ def _server_credentials(tls: TlsConfig, require_client_auth: bool) -> grpc.Serve
 
 
 async def serve_until_signalled(manager: SessionManager) -> None:
-    """Run ``manager`` until SIGINT or SIGTERM (entry points only)."""
+    """Run ``manager`` until SIGINT or SIGTERM; SIGHUP reloads the tokens file (entry points only)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(manager.shutdown()))
+    loop.add_signal_handler(signal.SIGHUP, manager.reload_auth)
     async with manager:
         await manager.serve()
 

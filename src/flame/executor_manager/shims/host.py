@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from flame.config import CommandAllowlist, command_line
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, plan_launch
@@ -99,6 +100,12 @@ class HostService:
         """Start the service and wait until it serves on its socket; ShimError says why it did not."""
         if spec.shim != Shim.HOST:
             raise ShimError(f"application {application} needs the {spec.shim.name} shim; this node runs Host only")
+        allowlist = CommandAllowlist(settings.allowed_commands)
+        if not allowlist.allows(spec):  # defence in depth: the session manager checked it at registration
+            raise ShimError(
+                f"node {settings.node_name} refuses application {application}: command {command_line(spec)!r} "
+                "is not in its executor_manager.allowed_commands"
+            )
         launch = plan_launch(
             application=application,
             spec=spec,

@@ -154,6 +154,7 @@ def session_row(session: Session) -> Row:
         "priority": spec.priority,
         "resreq": None if resreq is None else {"cpu": resreq.cpu, "memory": resreq.memory, "gpu": resreq.gpu},
         "weight": spec.weight,
+        "owner": spec.owner,
     }
     return (
         session.id,
@@ -189,6 +190,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
             priority=spec.get("priority", 0),
             resreq=None if resreq is None else ResourceRequirement(**resreq),
             weight=spec.get("weight", 1.0),
+            owner=spec.get("owner"),
         ),
         state=SessionState(state),
         creation_time=created,
