@@ -31,7 +31,10 @@ def test_defaults_leave_the_choice_to_the_command_and_listen_on_loopback() -> No
 
 def test_every_key() -> None:
     config = dashboard(
-        {"enabled": True, "host": "0.0.0.0", "port": 9000, "token": TOKEN}, endpoint="https://h:8080", tls=TLS
+        {"enabled": True, "host": "0.0.0.0", "port": 9000, "token": TOKEN},
+        endpoint="https://h:8080",
+        tls=TLS,
+        auth={"mode": "none"},
     )
     assert (config.enabled, config.host, config.port, config.token, config.port_given) == (
         True,
@@ -47,7 +50,9 @@ def test_beyond_loopback_needs_a_token_and_tls() -> None:
     message = refused({"host": "0.0.0.0"})
     assert "cluster.dashboard.token and cluster.tls" in message and "127.0.0.1" in message
     assert "cluster.tls" in refused({"host": "10.0.0.5", "token": TOKEN})
-    assert "cluster.dashboard.token" in refused({"host": "::"}, endpoint="https://h:8080", tls=TLS)
+    assert "cluster.dashboard.token" in refused(
+        {"host": "::"}, endpoint="https://h:8080", tls=TLS, auth={"mode": "none"}
+    )
     assert dashboard({"host": "0.0.0.0", "enabled": False}).enabled is False  # off: nothing to protect
     assert dashboard({"host": "localhost"}).local and dashboard({"host": "::1"}).local
 
