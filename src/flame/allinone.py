@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
+from flame.apps import builtin_applications
 from flame.config import ClusterConfig
 from flame.errors import AlreadyExists, Unavailable
 from flame.session_manager.server import SessionManager
@@ -76,16 +76,17 @@ class AllInOne:
     async def start(self) -> None:
         await self.session_manager.start()
         try:
-            await self._register_flmping()
+            await self._register_builtin_applications()
             self._agent = self._spawn_agent()
             await self._wait_for_node()
         except BaseException:
             await self.shutdown()
             raise
 
-    async def _register_flmping(self) -> None:
-        with contextlib.suppress(AlreadyExists):
-            await self.session_manager.controller.register_application(FLMPING_APPLICATION, flmping_application_spec())
+    async def _register_builtin_applications(self) -> None:
+        for name, spec in builtin_applications(self.config.builtin_applications).items():
+            with contextlib.suppress(AlreadyExists):
+                await self.session_manager.controller.register_application(name, spec)
 
     def _spawn_agent(self) -> subprocess.Popen[bytes]:
         args = [

@@ -255,6 +255,8 @@ BAD_CLUSTER_VALUES = [
     ({"limits": {"max_executors": -1}}, "cluster.limits.max_executors", "-1", "whole number >= 1"),
     ({"limits": 10}, "cluster.limits", "10", "a mapping"),
     ({"data_dir": 3}, "cluster.data_dir", "3", "non-empty string"),
+    ({"builtin_applications": ["flmping", "flmpong"]}, "cluster.builtin_applications[1]", "'flmpong'", "flmexec"),
+    ({"builtin_applications": "flmexec"}, "cluster.builtin_applications", "'flmexec'", "a list of names"),
 ]
 
 
@@ -281,7 +283,7 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: data_dir, endpoint, executors, limits, name, policies, resreq,"
+            "known keys in cluster: builtin_applications, data_dir, endpoint, executors, limits, name, policies, resreq,"
             " schedule_interval, slot, storage, tls",
         ),
         (

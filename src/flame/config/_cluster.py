@@ -18,6 +18,8 @@ POLICIES = ("priority", "fairshare", "proportion", "gang", "drf")
 DEFAULT_POLICIES = ("priority", "fairshare")
 DEFAULT_SLOT = "cpu=1,mem=1g"
 SHIMS = ("host",)
+# The applications the cluster registers at start-up (see flame.apps); flmexec runs arbitrary code.
+BUILTIN_APPLICATIONS = ("flmexec", "flmfunc", "flmping", "flmrun")
 
 _TOP_KEYS = ("cluster",)
 # Sections of the same file that belong to Flame's object cache or to our executor manager.
@@ -34,6 +36,7 @@ _CLUSTER_KEYS = (
     "limits",
     "tls",
     "data_dir",
+    "builtin_applications",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -68,6 +71,7 @@ class ClusterConfig:
 
     ``storage`` is normalised: ``sqlite:///<absolute path>``, ``memory`` or ``none``; a postgres url is
     kept as written (password included: show it only through the storage engine's redacted url).
+    ``builtin_applications`` are registered at start-up (an empty list registers none).
     ``max_sessions``, ``max_executors`` and ``max_pending_tasks`` (per session) are None when
     unlimited; ``max_task_size`` (a task's input or output) and ``max_common_data_size`` are bytes.
     """
@@ -89,6 +93,7 @@ class ClusterConfig:
     max_common_data_size: int
     tls: TlsConfig | None
     data_dir: Path
+    builtin_applications: tuple[str, ...] = BUILTIN_APPLICATIONS
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -144,6 +149,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
+        builtin_applications=cluster.string_list("builtin_applications", BUILTIN_APPLICATIONS, BUILTIN_APPLICATIONS),
     )
 
 
