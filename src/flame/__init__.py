@@ -6,6 +6,11 @@ Client::
     with flame.connect() as conn, conn.create_session("flmping") as session:
         print(session.invoke(b""))
 
+Functions, as with concurrent.futures::
+
+    with flame.Executor(max_workers=4) as pool:
+        print(list(pool.map(pow, [2, 3], [10, 10])))
+
 Service::
 
     class Echo(flame.FlameService):
@@ -22,8 +27,12 @@ from flame.client import (
     AsyncConnection,
     AsyncSession,
     Connection,
+    Executor,
+    RemoteTraceback,
     Session,
+    StatefulObject,
     close_session,
+    common,
     connect,
     create_session,
     get_application,
@@ -42,6 +51,7 @@ from flame.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
+    RemoteError,
     TaskFailed,
     Unavailable,
 )
@@ -55,20 +65,25 @@ __all__ = [
     "AsyncConnection",
     "AsyncSession",
     "Connection",
+    "Executor",
     "FlameError",
     "FlameService",
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "RemoteError",
+    "RemoteTraceback",
     "ResourceRequirement",
     "Session",
     "SessionContext",
     "SessionState",
+    "StatefulObject",
     "TaskContext",
     "TaskFailed",
     "TaskState",
     "Unavailable",
     "close_session",
+    "common",
     "connect",
     "create_session",
     "get_application",

@@ -7,6 +7,7 @@
     ├── InvalidState        the object exists but is in a state that forbids the call
     ├── Unavailable         the cluster (or a service) cannot be reached
     ├── TaskFailed          a task ended Failed; carries the service's message
+    ├── RemoteError         a flame.Executor call raised on a worker an exception that cannot come back as itself
     └── Internal            a bug or an unexpected failure
 
 flame.protocol maps these to gRPC status codes and back, in one place.
@@ -56,6 +57,18 @@ class TaskFailed(FlameError):
         self.task_id = task_id
 
 
+class RemoteError(FlameError):
+    """A call run by flame.Executor raised, on a worker, an exception that could not be pickled back.
+
+    ``type_name`` is the exception's type there; ``remote_traceback`` is its traceback text.
+    """
+
+    def __init__(self, message: str, *, type_name: str, remote_traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
 __all__ = [
     "AlreadyExists",
     "FlameError",
@@ -63,6 +76,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "RemoteError",
     "TaskFailed",
     "Unavailable",
 ]

@@ -283,8 +283,8 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: builtin_applications, data_dir, endpoint, executors, limits, name, policies, resreq,"
-            " schedule_interval, slot, storage, tls",
+            "known keys in cluster: builtin_applications, data_dir, endpoint, executors, limits, name, policies,"
+            " resreq, schedule_interval, slot, storage, tls",
         ),
         (
             {"cluster": {"executors": {"max_bind_failure": 1}}},

@@ -16,6 +16,8 @@ from flame.client._default import (
     unregister_application,
     update_application,
 )
+from flame.client._executor import Executor, RemoteTraceback, StatefulObject
+from flame.client._funcs import common
 from flame.client._session import AsyncSession
 from flame.client._sync import Connection, Session
 
@@ -23,8 +25,12 @@ __all__ = [
     "AsyncConnection",
     "AsyncSession",
     "Connection",
+    "Executor",
+    "RemoteTraceback",
     "Session",
+    "StatefulObject",
     "close_session",
+    "common",
     "connect",
     "create_session",
     "get_application",
