@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
+from flame.executor_manager.installers import prepare_application
 from flame.executor_manager.shims import HostService, ServiceLost, ShimError, describe_exit
 from flame.protocol import application_spec_from_pb, backend_pb2, shim_pb2, types_pb2, wire_enum
 from flame.types import ApplicationSpec, ExecutorState, ResourceRequirement
@@ -141,6 +142,7 @@ class Executor:
         self.state, self.session_id = ExecutorState.BINDING, session_id
         self._report(ExecutorState.BINDING, session_id=session_id)
         try:
+            spec = await prepare_application(self._settings, command.application_name, spec, self.id)
             self._service = await HostService.start(
                 self._settings,
                 executor_id=self.id,
