@@ -45,16 +45,22 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> str:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(flame.config.__all__) == [
+        "CacheConfig",
+        "CacheEndpoint",
         "ClientConfig",
         "ClusterConfig",
         "Endpoint",
         "ExecutorManagerConfig",
         "TlsConfig",
+        "cache_config_from_dict",
         "cluster_config_from_dict",
         "executor_manager_config_from_dict",
+        "load_cache_config",
         "load_client_config",
         "load_cluster_config",
         "load_executor_manager_config",
+        "parse_cache_endpoint",
+        "parse_cache_storage",
         "parse_endpoint",
         "socket_dir",
         "user_data_dir",
