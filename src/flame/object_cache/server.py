@@ -23,7 +23,8 @@ from flame.errors import FlameError, InvalidArgument
 from flame.object_cache.keys import ObjectKey, parse_ticket
 from flame.object_cache.objects import OPAQUE_SCHEMA, RESPONSE_SCHEMA, blob, is_native_table
 from flame.object_cache.store import ObjectInfo, ObjectStore
-from flame.protocol.flight import encode_object_ref, flight_error
+from flame.protocol import encode_object_ref
+from flame.protocol.flight import flight_error
 
 logger = logging.getLogger(__name__)
 

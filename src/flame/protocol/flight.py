@@ -1,26 +1,17 @@
-"""The object cache's wire details shared by server and SDK: ObjectRef BSON and Flight errors.
+"""Flight errors of the object cache, for its server and the SDK's cache client.
 
-An ObjectRef travels as a BSON document ``{endpoint: str, key: str, version: int}`` (in a put's
-PutResult app_metadata, and as a session's common data), as flamepy 0.6.0 encodes it. Only those
-three fields are needed, so this is a small codec rather than a BSON library.
-
-Errors: pyarrow's Flight server turns a Python exception into a status whose message carries a
+pyarrow's Flight server turns a Python exception into a status whose message carries a
 traceback, except for its own Flight errors. So a FlameError crosses as a Flight error with a
 clean message and its class name in ``extra_info``; :func:`error_from_flight` maps it back.
 """
 
 from __future__ import annotations
 
-import struct
-
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from flame import errors
 
-_STRING = 0x02
-_INT32 = 0x10
-_INT64 = 0x12
 _BY_NAME: dict[str, type[errors.FlameError]] = {
     cls.__name__: cls
     for cls in (
@@ -32,58 +23,6 @@ _BY_NAME: dict[str, type[errors.FlameError]] = {
         errors.Internal,
     )
 }
-
-
-def encode_object_ref(endpoint: str, key: str, version: int) -> bytes:
-    """BSON ``{endpoint, key, version}``; the version as int64, as Flame's cache writes it."""
-    body = b"".join(
-        [
-            _string_element("endpoint", endpoint),
-            _string_element("key", key),
-            bytes([_INT64]) + b"version\x00" + struct.pack("<q", version),
-        ]
-    )
-    return struct.pack("<i", len(body) + 5) + body + b"\x00"
-
-
-def _string_element(name: str, value: str) -> bytes:
-    data = value.encode("utf-8")
-    return bytes([_STRING]) + name.encode() + b"\x00" + struct.pack("<i", len(data) + 1) + data + b"\x00"
-
-
-def decode_object_ref(data: bytes) -> tuple[str, str, int]:
-    """(endpoint, key, version) from the BSON flamepy or Flame wrote; InvalidArgument if it is not one."""
-    fields: dict[str, object] = {}
-    try:
-        (length,) = struct.unpack_from("<i", data, 0)
-        if length != len(data) or data[-1] != 0:
-            raise ValueError("length mismatch")
-        pos = 4
-        while pos < length - 1:
-            kind = data[pos]
-            end = data.index(b"\x00", pos + 1)
-            name = data[pos + 1 : end].decode("utf-8")
-            pos = end + 1
-            if kind == _STRING:
-                (size,) = struct.unpack_from("<i", data, pos)
-                fields[name] = data[pos + 4 : pos + 3 + size].decode("utf-8")
-                pos += 4 + size
-            elif kind == _INT32:
-                fields[name] = struct.unpack_from("<i", data, pos)[0]
-                pos += 4
-            elif kind == _INT64:
-                fields[name] = struct.unpack_from("<q", data, pos)[0]
-                pos += 8
-            else:
-                raise ValueError(f"field {name!r} has BSON type {kind:#x}")
-    except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
-        raise errors.InvalidArgument(f"not an encoded ObjectRef (BSON endpoint, key, version): {exc}") from None
-    endpoint, key, version = fields.get("endpoint"), fields.get("key"), fields.get("version")
-    if not isinstance(endpoint, str) or not isinstance(key, str) or not isinstance(version, int):
-        raise errors.InvalidArgument(
-            f"not an encoded ObjectRef: fields {sorted(fields)}, expected endpoint, key, version"
-        )
-    return endpoint, key, version
 
 
 def flight_error(exc: errors.FlameError) -> flight.FlightError:
