@@ -21,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 
 from flame.apps import builtin_applications
-from flame.config import ClusterConfig
+from flame.config import CacheConfig, ClusterConfig
 from flame.errors import AlreadyExists, Unavailable
+from flame.object_cache import ObjectCache
 from flame.session_manager.server import SessionManager
 from flame.types import NodeState, ResourceRequirement
 
@@ -59,9 +60,12 @@ class AllInOne:
         node_name: str | None = None,
         log_level: str = "INFO",
         ready_timeout: float = 30.0,
+        cache: CacheConfig | None = None,
     ) -> None:
         self.config = config
         self.session_manager = SessionManager(config)
+        # The object cache runs in this process: its Flight server has its own threads.
+        self.object_cache = ObjectCache(cache) if cache is not None else None
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
         self.log_level = log_level
@@ -73,9 +77,15 @@ class AllInOne:
     def endpoint(self) -> str:
         return self.session_manager.endpoint
 
+    @property
+    def cache_endpoint(self) -> str | None:
+        return self.object_cache.endpoint if self.object_cache is not None else None
+
     async def start(self) -> None:
         await self.session_manager.start()
         try:
+            if self.object_cache is not None:
+                await asyncio.to_thread(self.object_cache.start)
             await self._register_builtin_applications()
             self._agent = self._spawn_agent()
             await self._wait_for_node()
@@ -120,6 +130,8 @@ class AllInOne:
             env["FLAME_CA_FILE"] = tls.ca_file or tls.cert_file
             if tls.ca_file:  # mutual TLS: the local agent shows the server's own certificate
                 env["FLAME_CERT_FILE"], env["FLAME_KEY_FILE"] = tls.cert_file, tls.key_file
+        if self.object_cache is not None:  # services (flamepy's get_object) find the cache here
+            env["FLAME_CACHE_ENDPOINT"] = self.object_cache.endpoint
         env[PARENT_PID_ENV] = str(os.getpid())
         return subprocess.Popen(args, env=env)
 
@@ -164,6 +176,8 @@ class AllInOne:
         if agent is not None:
             await asyncio.to_thread(stop_process, agent, grace=10.0)
         await self.session_manager.shutdown()
+        if self.object_cache is not None:
+            await asyncio.to_thread(self.object_cache.shutdown)
 
     async def __aenter__(self) -> AllInOne:
         await self.start()

@@ -234,10 +234,10 @@ def test_missing_objects_and_bad_flags_are_short_errors(cli: Cli) -> None:
         ("flmctl", "list"),
         ("flame", "view", "-a", "flmping", "-t", "1"),
     )
-    assert "session 'nope' does not exist" in failed(session)
+    assert "session <nope> not found" in failed(session)
     assert failed(app) == "flmctl: application 'nope' not found; `flmctl list -a` shows the registered ones\n"
     assert failed(node).startswith("flmctl: node 'nope' not found; the cluster's nodes:")
-    assert "application 'nope' is not registered" in failed(create)
+    assert "application <nope> not found" in failed(create)
     assert failed(close).startswith("flame: ")
 
     message = failed(no_kind, code=2)  # more bad flags: tests/unit/test_cli_parsers.py

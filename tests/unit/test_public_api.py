@@ -22,6 +22,7 @@ FLAME_ALL = [
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "ObjectRef",
     "RemoteError",
     "RemoteTraceback",
     "ResourceRequirement",
@@ -37,16 +38,21 @@ FLAME_ALL = [
     "common",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "run",
     "unregister_application",
+    "update_object",
 ]
 
 # flamepy 0.6.0's client and service names that a user moving over calls by the same name.
@@ -54,6 +60,7 @@ FLAMEPY_NAMES = [
     "ApplicationContext",
     "Connection",
     "FlameService",
+    "ObjectRef",
     "ResourceRequirement",
     "Session",
     "SessionContext",
@@ -63,16 +70,21 @@ FLAMEPY_NAMES = [
     "close_session",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "run",
     "unregister_application",
+    "update_object",
 ]
 
 
@@ -103,7 +115,8 @@ def test_errors_share_one_root() -> None:
 def test_importing_flame_loads_no_server_code() -> None:
     script = (
         "import sys, flame\n"
-        "servers = [m for m in sys.modules if m.startswith(('flame.session_manager', 'flame.executor_manager'))]\n"
+        "servers = [m for m in sys.modules if m.startswith(('flame.session_manager', 'flame.executor_manager',"
+        " 'flame.object_cache', 'pyarrow'))]\n"
         "print(servers)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

@@ -18,6 +18,15 @@ from flame.client._default import (
 )
 from flame.client._executor import Executor, RemoteTraceback, StatefulObject
 from flame.client._funcs import common
+from flame.client._object_ref import ObjectRef
+from flame.client._objects import (
+    cache_client,
+    delete_objects,
+    get_object,
+    patch_object,
+    put_object,
+    update_object,
+)
 from flame.client._session import AsyncSession
 from flame.client._sync import Connection, Session
 
@@ -26,21 +35,28 @@ __all__ = [
     "AsyncSession",
     "Connection",
     "Executor",
+    "ObjectRef",
     "RemoteTraceback",
     "Session",
     "StatefulObject",
+    "cache_client",
     "close_session",
     "common",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "unregister_application",
     "update_application",
+    "update_object",
 ]

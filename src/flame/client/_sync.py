@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from flame.client._connection import CONNECT_TIMEOUT, AsyncConnection
+from flame.client._object_ref import ObjectRef
+from flame.client._objects import ObjectMethods
 from flame.client._session import AsyncSession
 from flame.client._specs import as_bytes
 from flame.errors import FlameError, InvalidState
@@ -241,7 +243,7 @@ class Session:
             self._runner.run(updates.aclose())
 
 
-class Connection:
+class Connection(ObjectMethods):
     """A blocking connection to a Flame cluster; create it with ``flame.connect()``."""
 
     def __init__(self, runner: _LoopThread, connection: AsyncConnection) -> None:
@@ -306,7 +308,7 @@ class Connection:
     def create_session(
         self,
         application: str,
-        common_data: bytes | None = None,
+        common_data: bytes | ObjectRef | None = None,
         *,
         session_id: str | None = None,
         min_instances: int = 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
@@ -12,8 +12,10 @@ from flame.config._values import ENVIRONMENT, Section, home_dir, load_yaml
 from flame.errors import InvalidArgument
 
 _TOP_KEYS = ("current-context", "contexts")
-_CONTEXT_KEYS = ("name", "cluster")
-_CONTEXT_IGNORED = ("cache", "package", "runner")  # flamepy's object cache, packaging and runner
+_CONTEXT_KEYS = ("name", "cluster", "cache")
+_CONTEXT_IGNORED = ("package", "runner")  # flamepy's packaging and runner
+_CACHE_KEYS = ("endpoint", "tls")
+_CACHE_IGNORED = ("storage",)  # flamepy's client-side write-through directory
 _CLUSTER_KEYS = ("endpoint", "tls")
 _TLS_KEYS = ("ca_file",)
 
@@ -24,6 +26,10 @@ class ClientConfig:
 
     endpoint: Endpoint
     ca_file: str | None = None
+    # The object cache (flamepy's cache.endpoint, grpc://host:port); None: FLAME_CACHE_ENDPOINT or
+    # flamepy's default grpc://127.0.0.1:9090. cache_ca_file defaults to ca_file.
+    cache_endpoint: str | None = None
+    cache_ca_file: str | None = None
 
 
 def load_client_config(
@@ -48,13 +54,15 @@ def load_client_config(
     config = _from_file(Section.root(data, source))
 
     if env.get("FLAME_ENDPOINT"):
-        config = ClientConfig(parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT), config.ca_file)
+        config = replace(config, endpoint=parse_endpoint_from(env["FLAME_ENDPOINT"], "FLAME_ENDPOINT", ENVIRONMENT))
     if env.get("FLAME_CA_FILE"):
-        config = ClientConfig(config.endpoint, env["FLAME_CA_FILE"])
+        config = replace(config, ca_file=env["FLAME_CA_FILE"])
+    if env.get("FLAME_CACHE_ENDPOINT"):
+        config = replace(config, cache_endpoint=_cache_endpoint(env["FLAME_CACHE_ENDPOINT"], "FLAME_CACHE_ENDPOINT"))
     if isinstance(endpoint, Endpoint):
-        config = ClientConfig(endpoint, config.ca_file)
+        config = replace(config, endpoint=endpoint)
     elif endpoint is not None:
-        config = ClientConfig(parse_endpoint_from(endpoint, "endpoint", None), config.ca_file)
+        config = replace(config, endpoint=parse_endpoint_from(endpoint, "endpoint", None))
     if config.endpoint.port == 0:
         raise InvalidArgument(f"invalid client endpoint {str(config.endpoint)!r}: port 0 cannot be connected to")
     return config
@@ -96,7 +104,23 @@ def _context(context: Section) -> tuple[str, ClientConfig]:
         endpoint = parse_endpoint_from(cluster.raw("endpoint"), cluster.key("endpoint"), cluster.source)
     else:
         endpoint = _default_endpoint()
-    return name, ClientConfig(endpoint, tls.optional_string("ca_file"))
+    cache = context.section("cache")
+    cache.check_keys(_CACHE_KEYS, _CACHE_IGNORED)
+    cache_tls = cache.section("tls")
+    cache_tls.check_keys(_TLS_KEYS)
+    cache_endpoint = None
+    if cache.has("endpoint"):
+        cache_endpoint = _cache_endpoint(cache.raw("endpoint"), f"{cache.source}: {cache.key('endpoint')}")
+    ca_file = tls.optional_string("ca_file")
+    return name, ClientConfig(endpoint, ca_file, cache_endpoint, cache_tls.optional_string("ca_file"))
+
+
+def _cache_endpoint(text: object, where: str) -> str:
+    if not isinstance(text, str) or not text.startswith(("grpc://", "grpcs://", "grpc+tls://")):
+        raise InvalidArgument(
+            f"invalid {where} {text!r}: expected grpc://host:port or grpcs://host:port (the object cache)"
+        )
+    return text.strip()
 
 
 def _default_endpoint() -> Endpoint:

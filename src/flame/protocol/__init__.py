@@ -15,6 +15,7 @@ from flame._proto.v1 import (
     shim_pb2_grpc,
     types_pb2,
 )
+from flame.protocol._bson import decode_object_ref, encode_object_ref
 from flame.protocol._convert import (
     application_from_pb,
     application_spec_from_pb,
@@ -48,6 +49,8 @@ __all__ = [
     "application_to_pb",
     "backend_pb2",
     "backend_pb2_grpc",
+    "decode_object_ref",
+    "encode_object_ref",
     "error_from_rpc",
     "event_from_pb",
     "event_to_pb",

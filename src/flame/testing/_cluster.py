@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from flame.allinone import AllInOne
-from flame.config import cluster_config_from_dict
+from flame.config import cache_config_from_dict, cluster_config_from_dict
 
 
 class LocalCluster:
@@ -23,6 +23,7 @@ class LocalCluster:
         storage: str = "memory",
         cluster: dict[str, Any] | None = None,
         log_level: str = "WARNING",
+        cache: dict[str, Any] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -31,6 +32,9 @@ class LocalCluster:
         section = {"endpoint": "http://127.0.0.1:0", "storage": storage, "data_dir": str(data_dir)}
         section.update(cluster or {})
         self.config = cluster_config_from_dict({"cluster": section}, source="LocalCluster")
+        # An object cache on a free port, memory only unless ``cache`` says otherwise.
+        cache_section = {"endpoint": "grpc://127.0.0.1:0", "storage": "none", **(cache or {})}
+        self.cache_config = cache_config_from_dict({"cache": cache_section}, source="LocalCluster")
         self._executors = executors
         self._log_level = log_level
         self._loop = asyncio.new_event_loop()
@@ -47,6 +51,12 @@ class LocalCluster:
         return self.cluster.endpoint
 
     @property
+    def cache_endpoint(self) -> str:
+        """Where the cluster's object cache listens (``grpc://127.0.0.1:<port>``)."""
+        assert self.cluster is not None and self.cluster.cache_endpoint is not None, "the cluster is not started"
+        return self.cluster.cache_endpoint
+
+    @property
     def data_dir(self) -> Path:
         return self.config.data_dir
 
@@ -54,7 +64,9 @@ class LocalCluster:
         self._thread.start()
 
         async def start() -> AllInOne:
-            cluster = AllInOne(self.config, executors=self._executors, log_level=self._log_level)
+            cluster = AllInOne(
+                self.config, executors=self._executors, log_level=self._log_level, cache=self.cache_config
+            )
             await cluster.start()
             return cluster
 
