@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tarfile
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from flame.executor_manager.shims import ShimError
 
-SCHEMES = ("file", "http", "https")
+SCHEMES = ("file", "http", "https", "grpc", "grpcs")
 _CHUNK = 1 << 20
 HTTP_TIMEOUT = 300.0
 METADATA = ("pyproject.toml", "setup.py", "setup.cfg")
@@ -33,7 +34,13 @@ def fetch(url: str, downloads: Path) -> tuple[Path, str]:
     digest = hashlib.sha256()
     try:
         with open(handle, "wb") as out:
-            if parsed.scheme == "file":
+            if parsed.scheme in ("grpc", "grpcs"):
+                out.close()
+                _from_cache(parsed, url, Path(temporary))
+                with Path(temporary).open("rb") as data:
+                    while chunk := data.read(_CHUNK):
+                        digest.update(chunk)
+            elif parsed.scheme == "file":
                 source = Path(urllib.parse.unquote(parsed.path))
                 try:
                     with source.open("rb") as data:
@@ -50,6 +57,23 @@ def fetch(url: str, downloads: Path) -> tuple[Path, str]:
         Path(temporary).unlink(missing_ok=True)
         raise
     return Path(temporary), digest.hexdigest()
+
+
+def _from_cache(parsed: urllib.parse.ParseResult, url: str, path: Path) -> None:
+    """An object of the object cache, named ``grpc[s]://host:port/<app>/<session>/<object>`` (flamepy's url)."""
+    from flame.client import ObjectRef, cache_client
+    from flame.errors import FlameError
+
+    endpoint = f"{parsed.scheme}://{parsed.netloc}"
+    key = urllib.parse.unquote(parsed.path).lstrip("/")
+    if key.count("/") != 2:
+        raise ShimError(f"package url {url!r} does not name a cache object (grpc://host:port/<app>/<session>/<object>)")
+    try:
+        cache_client(endpoint, os.environ.get("FLAME_CA_FILE")).download_object(ObjectRef(endpoint, key, 0), path)
+    except FlameError as exc:
+        raise ShimError(f"cannot download package {url} from the object cache: {exc.message}") from exc
+    except OSError as exc:
+        raise ShimError(f"cannot download package {url} from the object cache: {exc}") from exc
 
 
 def _copy(source: object, out: object, digest: hashlib._Hash) -> None:
