@@ -21,7 +21,9 @@ THIS_MODULE = sys.modules[__name__]
 
 @pytest.fixture(scope="module")
 def pool(cluster: LocalCluster) -> Iterator[flame.Executor]:
-    with flame.Executor(max_workers=2, endpoint=cluster.endpoint, pickle_by_value=[THIS_MODULE]) as executor:
+    with flame.Executor(
+        max_workers=2, endpoint=cluster.endpoint, cache_endpoint=cluster.cache_endpoint, pickle_by_value=[THIS_MODULE]
+    ) as executor:
         yield executor
 
 
@@ -139,6 +141,26 @@ def test_common_is_loaded_once_per_executor(cluster: LocalCluster, tmp_path: Pat
     workers = {pid for pid, _ in results}
     loads = log.read_text().split()
     assert sorted(loads) == sorted(str(pid) for pid in workers), (loads, workers)
+
+
+def test_large_common_object_and_arguments_go_through_the_cache(cluster: LocalCluster, tmp_path: Path) -> None:
+    log = tmp_path / "loads.txt"
+    big = Loaded(str(log), "x" * 3_000_000)
+    with flame.Executor(
+        max_workers=2,
+        endpoint=cluster.endpoint,
+        cache_endpoint=cluster.cache_endpoint,
+        common=big,
+        pickle_by_value=[THIS_MODULE],
+    ) as executor:
+        session = executor.session
+        assert len(session.common_data() or b"") < 10_000  # an ObjectRef, not 3 MB
+        results = list(executor.map(read_common, range(50)))
+        assert executor.submit(len, b"y" * 2_000_000).result(60) == 2_000_000
+        cached = flame.client.cache_client(cluster.cache_endpoint).list_objects(f"flmfunc/{session.id}")
+        assert len(cached) == 2  # the common object and the large argument
+    assert {len(payload) for _, payload in results} == {3_000_000}
+    assert sorted(log.read_text().split()) == sorted({str(pid) for pid, _ in results})
 
 
 def test_remote_exception_comes_back_with_its_traceback(pool: flame.Executor) -> None:

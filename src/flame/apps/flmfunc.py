@@ -16,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from flame.client import _funcs
+from flame.client import ObjectRef, _funcs, get_object
 from flame.client._funcs import Outcome, RemoteFailure
 from flame.service import FlameService, SessionContext, TaskContext, run
 
@@ -48,7 +48,9 @@ class FlmfuncService(FlameService):
         self._functions.clear()
         self._object, self._setup_failure = None, None
         try:
-            if header.common is not None:
+            if header.common_ref is not None:
+                _funcs.set_common(_load(_cached(header.common_ref)))
+            elif header.common is not None:
                 _funcs.set_common(_load(header.common))
             if header.stateful is not None:
                 target, args, kwargs = _load(header.stateful)
@@ -63,7 +65,7 @@ class FlmfuncService(FlameService):
             return _funcs.encode_failure(self._setup_failure)
         try:
             target = self._target(request)
-            items: list[_funcs.Item] = _load(request.items)
+            items: list[_funcs.Item] = _load(_cached(request.items_ref) if request.items_ref else request.items)
         except _MissingModule as missing:
             return _funcs.encode_failure(RemoteFailure.of(missing.error, missing_module=missing.error.name))
         except Exception as exc:
@@ -96,6 +98,14 @@ class FlmfuncService(FlameService):
         self._functions.clear()
         self._object = None
         _funcs.clear_common()
+
+
+def _cached(encoded_ref: bytes) -> bytes:
+    """Bytes the client put in the object cache (large common objects and arguments)."""
+    data = get_object(ObjectRef.decode(encoded_ref))
+    if not isinstance(data, bytes):
+        raise TypeError(f"expected bytes in the object cache, found {type(data).__qualname__}")
+    return data
 
 
 def _missing(exc: BaseException) -> str | None:

@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import pickle
+import secrets
 import sys
 import threading
 import time
@@ -26,11 +27,14 @@ import cloudpickle
 
 from flame.client import _funcs
 from flame.client._funcs import RemoteFailure, RemoteTraceback
+from flame.client._objects import cache_client
 from flame.client._sync import Connection, Session
 from flame.errors import InvalidArgument, InvalidState, RemoteError
 
 T = TypeVar("T")
 DEFAULT_APPLICATION = "flmfunc"
+# Pickled common objects and argument chunks larger than this go through the object cache.
+LARGE_OBJECT_THRESHOLD = 1024 * 1024
 Chunk = list[_funcs.Item]
 
 
@@ -40,7 +44,10 @@ class Executor(concurrent.futures.Executor):
     ``application`` runs the flmfunc service (default: the built-in ``flmfunc``). ``max_workers``
     caps the executors bound to this pool's session (None: as many as the cluster gives).
     ``common`` is pickled once, sent once, and loaded once per executor binding: a function reads
-    it with ``flame.common()``. ``pickle_by_value`` names modules (or gives module objects) whose
+    it with ``flame.common()``. A common object or a chunk of arguments whose pickle is larger than
+    ``large_object_threshold`` bytes is put in the object cache (``cache_endpoint``, default as
+    ``flame.client.cache_client()`` finds it) and only its ObjectRef travels with the session or task.
+    ``pickle_by_value`` names modules (or gives module objects) whose
     functions and classes travel by value rather than by import, for code that exists only on the
     client. ``connection`` is an open ``flame.Connection`` to use (else one is opened to
     ``endpoint``, default as ``flame.connect()``, and closed on shutdown).
@@ -56,6 +63,8 @@ class Executor(concurrent.futures.Executor):
         pickle_by_value: Iterable[str | types.ModuleType] = (),
         connection: Connection | None = None,
         endpoint: str | None = None,
+        cache_endpoint: str | None = None,
+        large_object_threshold: int = LARGE_OBJECT_THRESHOLD,
     ) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or max_workers < 1):
             raise InvalidArgument(f"max_workers must be a whole number >= 1 or None, got {max_workers!r}")
@@ -66,12 +75,14 @@ class Executor(concurrent.futures.Executor):
         self._application = application
         self._max_workers = max_workers
         self._min_workers = min_workers
+        self._cache_endpoint = cache_endpoint
+        self._threshold = large_object_threshold
         self._lock = threading.Lock()
         self._outstanding: set[concurrent.futures.Future[Any]] = set()
         self._stateful: list[StatefulObject] = []
         self._shutdown = False
         try:
-            self._session = self._open(_funcs.encode_common(_pickle(common, "common") if common is not None else None))
+            self._session = self._open(common)
         except BaseException:
             if self._owns_connection:
                 self._connection.close()
@@ -82,13 +93,25 @@ class Executor(concurrent.futures.Executor):
         """The session this pool's calls run in."""
         return self._session
 
-    def _open(self, common_data: bytes, *, workers: int | None = None, minimum: int | None = None) -> Session:
+    def _open(
+        self, common: Any, *, stateful: bytes | None = None, workers: int | None = None, minimum: int | None = None
+    ) -> Session:
+        session_id = f"{self._application}-{secrets.token_hex(6)}"
+        pickled = _pickle(common, "common") if common is not None else None
+        ref = None
+        if pickled is not None and len(pickled) > self._threshold:
+            ref, pickled = self._put(session_id, pickled), None
         return self._connection.create_session(
             self._application,
-            common_data,
+            _funcs.encode_common(pickled, stateful, ref),
+            session_id=session_id,
             min_instances=self._min_workers if minimum is None else minimum,
             max_instances=self._max_workers if workers is None else workers,
         )
+
+    def _put(self, session_id: str, data: bytes) -> bytes:
+        """Put ``data`` in the object cache under this application and session; its encoded ObjectRef."""
+        return cache_client(self._cache_endpoint).put_object(f"{self._application}/{session_id}", data).encode()
 
     # ---- concurrent.futures.Executor ----
 
@@ -157,7 +180,7 @@ class Executor(concurrent.futures.Executor):
         payload = _pickle((target, args, kwargs), "the stateful object")
         with self._lock:
             self._check_open()
-            session = self._open(_funcs.encode_common(None, payload), workers=1, minimum=1)
+            session = self._open(None, stateful=payload, workers=1, minimum=1)
             name = target.__qualname__ if isinstance(target, type) else type(target).__qualname__
             stateful = StatefulObject(self, session, name)
             self._stateful.append(stateful)
@@ -173,11 +196,15 @@ class Executor(concurrent.futures.Executor):
         self, session: Session, function: bytes | None, method: str | None, chunk: Chunk, *, single: bool
     ) -> list[concurrent.futures.Future[Any]]:
         try:
-            data = _funcs.encode_request(function, method, chunk)
+            items = _funcs.pickle_items(chunk)
         except Exception as exc:
             raise InvalidArgument(
                 f"the arguments cannot be pickled for the cluster: {type(exc).__name__}: {exc}"
             ) from exc
+        if len(items) > self._threshold:
+            data = _funcs.encode_request(function, method, b"", self._put(session.id, items))
+        else:
+            data = _funcs.encode_request(function, method, items)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             self._check_open()

@@ -41,6 +41,7 @@ class Common:
     format: int = FORMAT
     common: bytes | None = None  # cloudpickled common object
     stateful: bytes | None = None  # cloudpickled (object or class, args, kwargs)
+    common_ref: bytes | None = None  # or: an encoded ObjectRef of the cloudpickled common object
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Request:
     function: bytes | None  # cloudpickled callable; None for a method of the session's stateful object
     method: str | None
     items: bytes  # cloudpickled list of (args, kwargs)
+    items_ref: bytes | None = None  # or: an encoded ObjectRef of those bytes in the object cache
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,8 @@ class Reply:
     outcomes: list[Outcome]
 
 
-def encode_common(common: bytes | None, stateful: bytes | None = None) -> bytes:
-    return pickle.dumps(Common(common=common, stateful=stateful))
+def encode_common(common: bytes | None, stateful: bytes | None = None, common_ref: bytes | None = None) -> bytes:
+    return pickle.dumps(Common(common=common, stateful=stateful, common_ref=common_ref))
 
 
 def decode_common(data: bytes | None) -> Common:
@@ -103,8 +105,13 @@ def decode_common(data: bytes | None) -> Common:
     return common
 
 
-def encode_request(function: bytes | None, method: str | None, items: list[Item]) -> bytes:
-    return pickle.dumps(Request(FORMAT, function, method, cloudpickle.dumps(items)))
+def pickle_items(items: list[Item]) -> bytes:
+    return bytes(cloudpickle.dumps(items))
+
+
+def encode_request(function: bytes | None, method: str | None, items: bytes, items_ref: bytes | None = None) -> bytes:
+    """``items`` are pickled items (``pickle_items``), or b"" with ``items_ref`` naming them in the cache."""
+    return pickle.dumps(Request(FORMAT, function, method, items, items_ref))
 
 
 def decode_request(data: bytes | None) -> Request:
