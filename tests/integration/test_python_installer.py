@@ -201,3 +201,17 @@ def test_runner_style_package_without_dependencies_installs(tmp_path: Path) -> N
         "applications"
     ] == ["plain"]
     assert sys.executable
+
+
+def test_the_same_files_packed_twice_are_one_package(tmp_path: Path) -> None:
+    # gzip stamps the packing time, so flamepy's Runner gives different bytes for the same files each run.
+    from flame.executor_manager.installers._package import fetch
+
+    first = make_package(tmp_path / "a.tar.gz", metadata=False)
+    raw = bytearray((tmp_path / "a.tar.gz").read_bytes())
+    raw[4:8] = (int.from_bytes(raw[4:8], "little") + 3600).to_bytes(4, "little")  # gzip header mtime
+    (tmp_path / "b.tar.gz").write_bytes(bytes(raw))
+    _, digest_a = fetch(first, tmp_path / "downloads")
+    _, digest_b = fetch(f"file://{tmp_path / 'b.tar.gz'}", tmp_path / "downloads")
+    assert (tmp_path / "a.tar.gz").read_bytes() != (tmp_path / "b.tar.gz").read_bytes()
+    assert digest_a == digest_b
