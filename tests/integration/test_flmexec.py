@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import flamepy
 import pytest
@@ -101,3 +104,18 @@ def test_builtin_applications_can_be_turned_off() -> None:
         flame.connect(local.endpoint) as conn,
     ):
         assert [app.name for app in conn.list_applications()] == ["flmping"]
+
+
+def test_flame_run_prints_a_scripts_stdout_or_its_failure(cluster: LocalCluster, tmp_path: Path) -> None:
+    good = tmp_path / "hello.py"
+    good.write_text("import sys\nprint('hello', sys.stdin.read().strip())\n")
+    bad = tmp_path / "bad.sh"
+    bad.write_text("echo 'no such thing' >&2\nexit 4\n")
+    flame_cli = [sys.executable, "-m", "flame", "run", "--endpoint", cluster.endpoint]
+    done = subprocess.run([*flame_cli, str(good), "--input", "-"], input="world", capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "hello world\n"), done.stderr
+    failed = subprocess.run([*flame_cli, str(bad)], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "shell script exited with code 4" in failed.stderr and "no such thing" in failed.stderr
+    unknown = subprocess.run([*flame_cli, str(tmp_path / "x.rb")], capture_output=True, text=True)
+    assert unknown.returncode == 1 and "cannot read script" in unknown.stderr

@@ -7,6 +7,7 @@
     flame list | view | create | close | register | update | unregister
                                 the cluster's objects, as `flmctl` does
     flame ping                  run tasks of the built-in flmping application, as `flmping` does
+    flame run SCRIPT            run a Python or shell script on the cluster (the built-in flmexec)
 
 Server processes are imported only by the command that starts them, so the
 client-side commands stay light.
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from flame.cli._flmctl import add_commands
 from flame.cli._flmping import add_ping_arguments, describe
+from flame.cli._run import add_run_arguments
 from flame.cli._shared import run_handler
 from flame.errors import FlameError
 from flame.types import ResourceRequirement
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_ping_arguments(ping, top_level=False)
+    script = sub.add_parser(
+        "run",
+        help="run a Python or shell script on the cluster (flmexec); prints its stdout",
+        description="Run SCRIPT in a session of flmexec and print its stdout; exit 1 with its error if it fails.",
+    )
+    add_run_arguments(script)
     return parser
 
 
