@@ -83,7 +83,7 @@ def test_not_found_messages_read_as_flames(conn: flame.Connection, cluster: Loca
     conn.close_session(session.id)
 
 
-def test_out_of_the_box_only_working_builtins_are_listed(conn: flame.Connection) -> None:
+def test_out_of_the_box_the_builtins_are_listed(conn: flame.Connection) -> None:
     builtins = {"flmping", "flmexec", "flmrun"}
     listed = {a.name for a in conn.list_applications()} & builtins
-    assert listed == {"flmping"}  # flmexec and flmrun are listed once they run
+    assert listed == builtins
