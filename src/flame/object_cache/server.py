@@ -39,6 +39,29 @@ def _text(value: bytes, what: str) -> str:
         raise InvalidArgument(f"invalid {what}: not UTF-8 text") from None
 
 
+class _Complete:
+    """A do_put reader that fails, rather than ends, when the client went away mid-stream.
+
+    pyarrow ends the stream quietly when the call is cancelled (the client died or dropped the
+    connection), so the end of a stream is checked against the call's state before it counts.
+    """
+
+    def __init__(self, reader: Any, context: Any) -> None:
+        self._reader, self._context = reader, context
+        self.schema = reader.schema
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._reader
+        if self._context.is_cancelled():
+            raise InvalidArgument(
+                "the upload was interrupted (the client went away before it finished); nothing was stored"
+            )
+
+
+def _fields(schema: pa.Schema) -> str:
+    return ", ".join(f"{field.name}: {field.type}" for field in schema)
+
+
 class CacheFlightServer(flight.FlightServerBase):
     """Serves ``store`` at ``location``; ``public`` is the endpoint written into ObjectRefs."""
 
@@ -65,7 +88,7 @@ class CacheFlightServer(flight.FlightServerBase):
 
     def do_put(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
         try:
-            info = self._put(descriptor, reader)
+            info = self._put(descriptor, _Complete(reader, context))
         except FlameError as exc:
             logger.info("do_put refused: %s", exc.message)
             raise flight_error(exc) from exc
@@ -111,8 +134,8 @@ class CacheFlightServer(flight.FlightServerBase):
         schema: pa.Schema = reader.schema
         if "data" not in schema.names or not pa.types.is_binary(schema.field("data").type):
             raise InvalidArgument(
-                f"{what}: the stream's schema is {schema.to_string(show_schema_metadata=False)!r}; "
-                f"expected {OPAQUE_SCHEMA.to_string()!r} or an Arrow table marked flame.cache.format=arrow-table-v1"
+                f"{what}: the stream's schema is ({_fields(schema)}); expected ({_fields(OPAQUE_SCHEMA)}) "
+                "or an Arrow table marked flame.cache.format=arrow-table-v1"
             )
         index = schema.get_field_index("data")
         values = [batch.column(index) for batch in self._read_batches(reader, what)]
