@@ -90,7 +90,7 @@ def test_flamepy_uses_the_cache_of_flame_up_and_objects_survive_a_restart(tmp_pa
     port = free_port()
     with flame_up(tmp_path / "data", port) as env:
         put = run_flamepy(tmp_path, env, "put")
-    assert put["version"] == 3 and put["apps"] == ["flmping"]
+    assert put["version"] == 3 and put["apps"] == ["flmexec", "flmfunc", "flmping", "flmrun"]
     with flame_up(tmp_path / "data", port) as env:
         got = run_flamepy(tmp_path, env, "get", json.dumps(put["refs"]))
     assert got == {"merged": [1, 2], "array": [0, 1, 2, 3, 4], "table": [1, 2]}

@@ -215,3 +215,32 @@ def test_the_same_files_packed_twice_are_one_package(tmp_path: Path) -> None:
     _, digest_b = fetch(f"file://{tmp_path / 'b.tar.gz'}", tmp_path / "downloads")
     assert (tmp_path / "a.tar.gz").read_bytes() != (tmp_path / "b.tar.gz").read_bytes()
     assert digest_a == digest_b
+
+
+def test_a_work_dir_that_cannot_be_written_fails_the_bind_not_the_agent(tmp_path: Path) -> None:
+    from flame.executor_manager import AgentSettings
+    from flame.executor_manager.installers import prepare_application
+    from flame.types import ResourceRequirement
+
+    (tmp_path / "work").write_text("a file where a directory should be")
+    settings = AgentSettings(
+        session_manager="127.0.0.1:1",
+        node_name="n",
+        capacity=ResourceRequirement(1, 1, 0),
+        work_dir=tmp_path / "work",
+        socket_dir=tmp_path,
+    )
+    url = make_package(tmp_path / "demo.tar.gz", metadata=False)
+    with pytest.raises(ShimError, match="cannot prepare the package of application demo: NotADirectoryError"):
+        asyncio.run(prepare_application(settings, "demo", spec_for(url), "e1"))
+
+
+def test_a_package_with_a_path_outside_it_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as archive:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(ShimError, match="a path outside the package: refused"):
+        asyncio.run(PackageEnvironments(tmp_path / "work").prepare("evil", spec_for(f"file://{evil}"), "e1"))
+    assert not (tmp_path / "work" / "packages" / "escaped.txt").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flame.errors import FlameError
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.installers._manager import PackageEnvironments
 from flame.executor_manager.installers._python import TOOLS, find_uv, install
@@ -42,7 +43,13 @@ async def prepare_application(
     """The spec to launch ``application``'s service with, its package installed (ShimError if not)."""
     if not spec.installer:
         return spec
-    return await environments_for(settings.work_dir).prepare(application, spec, executor_id)
+    try:
+        return await environments_for(settings.work_dir).prepare(application, spec, executor_id)
+    except ShimError:
+        raise
+    except Exception as exc:  # a full disk, a permission: the bind fails, the executor manager goes on
+        reason = exc.message if isinstance(exc, FlameError) else f"{type(exc).__name__}: {exc}"
+        raise ShimError(f"cannot prepare the package of application {application}: {reason}") from exc
 
 
 __all__ = ["PackageEnvironments", "environments_for", "find_uv", "install", "prepare_application"]
