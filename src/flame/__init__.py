@@ -6,6 +6,11 @@ Client::
     with flame.connect() as conn, conn.create_session("flmping") as session:
         print(session.invoke(b""))
 
+Functions, as with concurrent.futures::
+
+    with flame.Executor(max_workers=4) as pool:
+        print(list(pool.map(pow, [2, 3], [10, 10])))
+
 Service::
 
     class Echo(flame.FlameService):
@@ -22,19 +27,29 @@ from flame.client import (
     AsyncConnection,
     AsyncSession,
     Connection,
+    Executor,
+    ObjectRef,
+    RemoteTraceback,
     Session,
+    StatefulObject,
     close_session,
+    common,
     connect,
     create_session,
+    delete_objects,
     get_application,
+    get_object,
     get_session,
     list_applications,
     list_executors,
     list_nodes,
     list_sessions,
     open_session,
+    patch_object,
+    put_object,
     register_application,
     unregister_application,
+    update_object,
 )
 from flame.errors import (
     AlreadyExists,
@@ -43,6 +58,7 @@ from flame.errors import (
     InvalidState,
     NotFound,
     PermissionDenied,
+    RemoteError,
     TaskFailed,
     Unauthenticated,
     Unavailable,
@@ -57,32 +73,43 @@ __all__ = [
     "AsyncConnection",
     "AsyncSession",
     "Connection",
+    "Executor",
     "FlameError",
     "FlameService",
     "InvalidArgument",
     "InvalidState",
     "NotFound",
+    "ObjectRef",
     "PermissionDenied",
+    "RemoteError",
+    "RemoteTraceback",
     "ResourceRequirement",
     "Session",
     "SessionContext",
     "SessionState",
+    "StatefulObject",
     "TaskContext",
     "TaskFailed",
     "TaskState",
     "Unauthenticated",
     "Unavailable",
     "close_session",
+    "common",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "run",
     "unregister_application",
+    "update_object",
 ]

@@ -19,11 +19,12 @@ from typing import Any
 
 import grpc
 
-from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
-from flame.config import ClusterConfig
+from flame.apps import builtin_applications
+from flame.config import CacheConfig, ClusterConfig
 from flame.config._agent import detect_capacity, socket_dir
 from flame.errors import AlreadyExists, Unavailable
 from flame.executor_manager import AgentSettings, ExecutorManager
+from flame.object_cache import ObjectCache
 from flame.protocol import backend_pb2
 from flame.session_manager.server import SessionManager
 from flame.types import NodeState, ResourceRequirement
@@ -91,9 +92,12 @@ class AllInOne:
         executors: int | None = None,
         node_name: str | None = None,
         ready_timeout: float = 30.0,
+        cache: CacheConfig | None = None,
     ) -> None:
         self.config = config
         self.session_manager = SessionManager(config)
+        # The object cache runs in this process: its Flight server has its own threads.
+        self.object_cache = ObjectCache(cache) if cache is not None else None
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
         self.ready_timeout = ready_timeout
@@ -105,10 +109,16 @@ class AllInOne:
     def endpoint(self) -> str:
         return self.session_manager.endpoint
 
+    @property
+    def cache_endpoint(self) -> str | None:
+        return self.object_cache.endpoint if self.object_cache is not None else None
+
     async def start(self) -> None:
         await self.session_manager.start()
         try:
-            await self._register_flmping()
+            if self.object_cache is not None:
+                await asyncio.to_thread(self.object_cache.start)
+            await self._register_builtin_applications()
             self.node = ExecutorManager(self._node_settings(), connect=self._connect)
             await self.node.start()
             self._node_task = asyncio.create_task(self.node.serve(), name="local-node")
@@ -117,9 +127,10 @@ class AllInOne:
             await self.shutdown()
             raise
 
-    async def _register_flmping(self) -> None:
-        with contextlib.suppress(AlreadyExists):
-            await self.session_manager.controller.register_application(FLMPING_APPLICATION, flmping_application_spec())
+    async def _register_builtin_applications(self) -> None:
+        for name, spec in builtin_applications(self.config.builtin_applications).items():
+            with contextlib.suppress(AlreadyExists):
+                await self.session_manager.controller.register_application(name, spec)
 
     def _node_settings(self) -> AgentSettings:
         if self.executors is not None:
@@ -140,6 +151,8 @@ class AllInOne:
             socket_dir=socket_dir(self.work_dir),
             max_executors=max_executors,
             allowed_commands=self.config.allowed_commands.patterns,
+            # Services (flamepy's get_object) find the object cache here.
+            service_env=(("FLAME_CACHE_ENDPOINT", self.object_cache.endpoint),) if self.object_cache else (),
         )
 
     async def _connect(self) -> LocalBackendCall:
@@ -175,7 +188,7 @@ class AllInOne:
                 await stopped
 
     async def shutdown(self) -> None:
-        """Stop the node (its services first), then the session manager. Idempotent."""
+        """Stop the node (its services first), the session manager, then the object cache. Idempotent."""
         node, task, self.node, self._node_task = self.node, self._node_task, None, None
         if node is not None:
             await node.shutdown()
@@ -183,6 +196,10 @@ class AllInOne:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.session_manager.shutdown()
+        if self.object_cache is not None:
+            await asyncio.to_thread(self.object_cache.shutdown)
+        if self.object_cache is not None:
+            await asyncio.to_thread(self.object_cache.shutdown)
 
     async def __aenter__(self) -> AllInOne:
         await self.start()

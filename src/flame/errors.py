@@ -9,6 +9,7 @@
     ├── Unauthenticated     no credentials, or credentials the cluster does not accept
     ├── PermissionDenied    the caller's role may not make the call (the message names the role needed)
     ├── TaskFailed          a task ended Failed; carries the service's message
+    ├── RemoteError         a flame.Executor call raised on a worker an exception that cannot come back as itself
     └── Internal            a bug or an unexpected failure
 
 flame.protocol maps these to gRPC status codes and back, in one place.
@@ -66,6 +67,18 @@ class TaskFailed(FlameError):
         self.task_id = task_id
 
 
+class RemoteError(FlameError):
+    """A call run by flame.Executor raised, on a worker, an exception that could not be pickled back.
+
+    ``type_name`` is the exception's type there; ``remote_traceback`` is its traceback text.
+    """
+
+    def __init__(self, message: str, *, type_name: str, remote_traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
 __all__ = [
     "AlreadyExists",
     "FlameError",
@@ -74,6 +87,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "PermissionDenied",
+    "RemoteError",
     "TaskFailed",
     "Unauthenticated",
     "Unavailable",

@@ -91,14 +91,16 @@ def test_list_every_kind_as_a_table_and_as_json(cli: Cli) -> None:
         ("flmctl", "list", "-e", "-o", "json"),
     )
     assert rows(ok(apps))[0] == ["Name", "State", "Shim", "Labels", "Created", "Command"]
-    assert rows(ok(apps))[1][:4] == ["flmping", "Enabled", "Host", "-"]
+    listed = {row[0]: row for row in rows(ok(apps))[1:]}
+    assert sorted(listed) == ["flmexec", "flmfunc", "flmping", "flmrun"]
+    assert listed["flmping"][:4] == ["flmping", "Enabled", "Host", "-"]
     assert rows(ok(nodes))[0][:4] == ["Name", "State", "CPU", "Memory"] and rows(ok(nodes))[1][1] == "Ready"
     assert rows(ok(executors))[0] == ["ID", "State", "Session", "Node", "Resources"]
     assert rows(ok(sessions))[0] == [
         *("ID", "State", "App", "Resources", "Priority", "Pending", "Running", "Succeed", "Failed", "Created")
     ]
-    [app] = json.loads(ok(apps_json))
-    assert app["name"] == "flmping" and app["arguments"] == ["-m", "flame.apps.flmping"]
+    app = {app["name"]: app for app in json.loads(ok(apps_json))}["flmping"]
+    assert app["arguments"] == ["-m", "flame.apps.flmping"]
     [node] = json.loads(ok(nodes_json))
     assert node["state"] == "Ready" and node["capacity"]["cpu"] >= 1 and node["last_heartbeat_time"].endswith("Z")
     assert isinstance(json.loads(ok(executors_json)), list)
@@ -234,10 +236,10 @@ def test_missing_objects_and_bad_flags_are_short_errors(cli: Cli) -> None:
         ("flmctl", "list"),
         ("flame", "view", "-a", "flmping", "-t", "1"),
     )
-    assert "session 'nope' does not exist" in failed(session)
+    assert "session <nope> not found" in failed(session)
     assert failed(app) == "flmctl: application 'nope' not found; `flmctl list -a` shows the registered ones\n"
     assert failed(node).startswith("flmctl: node 'nope' not found; the cluster's nodes:")
-    assert "application 'nope' is not registered" in failed(create)
+    assert "application <nope> not found" in failed(create)
     assert failed(close).startswith("flame: ")
 
     message = failed(no_kind, code=2)  # more bad flags: tests/unit/test_cli_parsers.py

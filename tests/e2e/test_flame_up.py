@@ -35,7 +35,7 @@ def test_flame_up_serves_and_stops_cleanly(tmp_path: Path, stop_signal: signal.S
         banner = up.stdout.readline()
         assert banner.startswith(f"Flame is up: endpoint {endpoint}"), banner
         conn = flamepy.connect(endpoint)
-        assert [a.name for a in conn.list_applications()] == ["flmping"]
+        assert [a.name for a in conn.list_applications()] == ["flmexec", "flmfunc", "flmping", "flmrun"]
         session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=2))
         outputs = [json.loads(f.result(60)) for f in [session.run(b"") for _ in range(20)]]
         service_pids = {o["pid"] for o in outputs}

@@ -90,7 +90,7 @@ def test_connect_reads_the_client_config_file(
     )
     with flame.connect(config=config) as conn:
         assert conn.endpoint == local.endpoint
-        assert [a.name for a in conn.list_applications()] == ["flmping"]
+        assert [a.name for a in conn.list_applications()] == ["flmexec", "flmfunc", "flmping", "flmrun"]
 
 
 def test_weighted_sessions_share_executors_by_weight() -> None:

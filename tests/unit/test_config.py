@@ -49,6 +49,8 @@ def test_public_api_is_pinned() -> None:
         "AuthConfig",
         "BUILTIN_COMMANDS",
         "CertificateIdentity",
+        "CacheConfig",
+        "CacheEndpoint",
         "ClientConfig",
         "ClusterConfig",
         "CommandAllowlist",
@@ -58,13 +60,17 @@ def test_public_api_is_pinned() -> None:
         "KubernetesConfig",
         "TlsConfig",
         "TokenEntry",
+        "cache_config_from_dict",
         "cluster_config_from_dict",
         "command_line",
         "executor_manager_config_from_dict",
+        "load_cache_config",
         "load_client_config",
         "load_cluster_config",
         "load_executor_manager_config",
         "load_tokens",
+        "parse_cache_endpoint",
+        "parse_cache_storage",
         "parse_endpoint",
         "read_token_file",
         "socket_dir",
@@ -287,6 +293,8 @@ BAD_CLUSTER_VALUES = [
     ({"limits": {"max_executors": -1}}, "cluster.limits.max_executors", "-1", "whole number >= 1"),
     ({"limits": 10}, "cluster.limits", "10", "a mapping"),
     ({"data_dir": 3}, "cluster.data_dir", "3", "non-empty string"),
+    ({"builtin_applications": ["flmping", "flmpong"]}, "cluster.builtin_applications[1]", "'flmpong'", "flmexec"),
+    ({"builtin_applications": "flmexec"}, "cluster.builtin_applications", "'flmexec'", "a list of names"),
 ]
 
 
@@ -313,8 +321,8 @@ def test_cluster_bad_values_are_refused(
         (
             {"cluster": {"schedule_intervall": 5}},
             "'cluster.schedule_intervall' (did you mean 'schedule_interval'?)",
-            "known keys in cluster: applications, auth, dashboard, data_dir, endpoint, executors, limits, name,"
-            " policies, provider, resreq, schedule_interval, slot, storage, tls",
+            "known keys in cluster: applications, auth, builtin_applications, dashboard, data_dir, endpoint,"
+            " executors, limits, name, policies, provider, resreq, schedule_interval, slot, storage, tls",
         ),
         (
             {"cluster": {"executors": {"max_bind_failure": 1}}},
@@ -528,21 +536,25 @@ def test_client_reads_the_current_context(tmp_path: Path) -> None:
     (tmp_path / ".flame").mkdir()
     write(tmp_path / ".flame", CLIENT, "flame.yaml")
     config = load_client_config(env={"HOME": str(tmp_path)})
-    assert config == ClientConfig(Endpoint("https", "flame.example.com", 8443), "/etc/flame/ca.crt")
+    assert config == ClientConfig(
+        Endpoint("https", "flame.example.com", 8443), "/etc/flame/ca.crt", cache_endpoint="grpcs://cache:9090"
+    )
     local = load_client_config(write(tmp_path, CLIENT.replace("prod\ncontexts", "local\ncontexts")), env={})
     assert local == ClientConfig(Endpoint("http", "127.0.0.1", 8080), None)
 
 
 def test_client_overrides_env_then_argument(tmp_path: Path) -> None:
     path = write(tmp_path, CLIENT)
-    env = {"FLAME_ENDPOINT": "http://other:1", "FLAME_CA_FILE": "/env/ca.crt"}
+    env = {"FLAME_ENDPOINT": "http://other:1", "FLAME_CA_FILE": "/env/ca.crt", "FLAME_CACHE_ENDPOINT": "grpc://c:7"}
     config = load_client_config(path, env=env)
-    assert config == ClientConfig(Endpoint("http", "other", 1), "/env/ca.crt")
+    assert config == ClientConfig(Endpoint("http", "other", 1), "/env/ca.crt", cache_endpoint="grpc://c:7")
     assert load_client_config(path, env=env, endpoint="arg:2").endpoint == Endpoint("http", "arg", 2)
     endpoint = Endpoint("https", "e", 3)
     assert load_client_config(path, env=env, endpoint=endpoint).endpoint == endpoint
     message = refused(load_client_config, path, env={"FLAME_ENDPOINT": "ftp://x"})
     assert "environment: invalid FLAME_ENDPOINT 'ftp://x'" in message
+    message = refused(load_client_config, path, env={"FLAME_CACHE_ENDPOINT": "http://c:1"})
+    assert "invalid FLAME_CACHE_ENDPOINT 'http://c:1': expected grpc://host:port or grpcs://host:port" in message
 
 
 def test_client_current_context_must_exist(tmp_path: Path) -> None:

@@ -16,34 +16,45 @@ FLAME_ALL = [
     "AsyncConnection",
     "AsyncSession",
     "Connection",
+    "Executor",
     "FlameError",
     "FlameService",
     "InvalidArgument",
     "InvalidState",
     "NotFound",
     "PermissionDenied",
+    "ObjectRef",
+    "RemoteError",
+    "RemoteTraceback",
     "ResourceRequirement",
     "Session",
     "SessionContext",
     "SessionState",
+    "StatefulObject",
     "TaskContext",
     "TaskFailed",
     "TaskState",
     "Unauthenticated",
     "Unavailable",
     "close_session",
+    "common",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "run",
     "unregister_application",
+    "update_object",
 ]
 
 # flamepy 0.6.0's client and service names that a user moving over calls by the same name.
@@ -51,6 +62,7 @@ FLAMEPY_NAMES = [
     "ApplicationContext",
     "Connection",
     "FlameService",
+    "ObjectRef",
     "ResourceRequirement",
     "Session",
     "SessionContext",
@@ -60,16 +72,21 @@ FLAMEPY_NAMES = [
     "close_session",
     "connect",
     "create_session",
+    "delete_objects",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
     "list_nodes",
     "list_sessions",
     "open_session",
+    "patch_object",
+    "put_object",
     "register_application",
     "run",
     "unregister_application",
+    "update_object",
 ]
 
 
@@ -101,7 +118,8 @@ def test_errors_share_one_root() -> None:
 def test_importing_flame_loads_no_server_code() -> None:
     script = (
         "import sys, flame\n"
-        "servers = [m for m in sys.modules if m.startswith(('flame.session_manager', 'flame.executor_manager'))]\n"
+        "servers = [m for m in sys.modules if m.startswith(('flame.session_manager', 'flame.executor_manager',"
+        " 'flame.object_cache', 'pyarrow'))]\n"
         "print(servers)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

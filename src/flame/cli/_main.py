@@ -3,9 +3,11 @@
     flame up                    session manager + local executor manager, in the foreground
     flame session-manager       the session manager alone
     flame executor-manager      one node's executor manager
+    flame object-cache          the object cache (Arrow Flight) alone
     flame list | view | create | close | register | update | unregister
                                 the cluster's objects, as `flmctl` does
     flame ping                  run tasks of the built-in flmping application, as `flmping` does
+    flame run SCRIPT            run a Python or shell script on the cluster (the built-in flmexec)
 
 Server processes are imported only by the command that starts them, so the
 client-side commands stay light.
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 from flame.cli._flmctl import add_commands
 from flame.cli._flmping import add_ping_arguments, describe
+from flame.cli._run import add_run_arguments
 from flame.cli._shared import run_handler
 from flame.errors import FlameError
 from flame.types import ResourceRequirement
@@ -61,12 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="where state and executor logs go (default: the user data dir)")
     up.add_argument("--storage", help="sqlite:///path, memory or none (default: sqlite under the data dir)")
     up.add_argument("--executors", type=_positive_int, help="executor slots of the local node (default: cpu count)")
+    up.add_argument(
+        "--cache-endpoint",
+        help="where the object cache listens, e.g. grpc://127.0.0.1:9090 (overrides cache.endpoint)",
+    )
 
     sm = sub.add_parser("session-manager", help="run the session manager")
     sm.add_argument("--config", "-c", help="cluster config (flame-cluster.yaml)")
     sm.add_argument("--endpoint", help="where to listen (overrides cluster.endpoint)")
     sm.add_argument("--data-dir", help="where state goes (overrides cluster.data_dir)")
     sm.add_argument("--storage", help="sqlite:///path, memory or none (overrides cluster.storage)")
+
+    oc = sub.add_parser("object-cache", help="run the object cache (Arrow Flight; the cache section of the config)")
+    oc.add_argument("--config", "-c", help="config file with a cache section (flame-cluster.yaml)")
+    oc.add_argument(
+        "--cache-endpoint", "--endpoint", dest="cache_endpoint", help="where to listen, e.g. grpc://0.0.0.0:9090"
+    )
+    oc.add_argument("--storage", dest="cache_storage", help="fs:///dir or none (overrides cache.storage)")
+    oc.add_argument("--ready-file", help="write the endpoint served to this file once listening")
 
     em = sub.add_parser("executor-manager", help="run the executor manager of this node")
     em.add_argument("--config", "-c", help="config file with an executor_manager section")
@@ -103,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_ping_arguments(ping, top_level=False)
+    script = sub.add_parser(
+        "run",
+        help="run a Python or shell script on the cluster (flmexec); prints its stdout",
+        description="Run SCRIPT in a session of flmexec and print its stdout; exit 1 with its error if it fails.",
+    )
+    add_run_arguments(script)
     return parser
 
 
@@ -128,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flame.cli._servers import run_sm
 
             run_sm(args)
+        elif args.command == "object-cache":
+            from flame.cli._servers import run_object_cache
+
+            run_object_cache(args)
         elif args.command == "executor-manager":
             from flame.cli._servers import run_em
 

@@ -8,14 +8,21 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flame.config import (
+    CacheConfig,
     ClusterConfig,
     ExecutorManagerConfig,
+    load_cache_config,
     load_cluster_config,
     load_executor_manager_config,
+    parse_cache_endpoint,
+    parse_cache_storage,
 )
+from flame.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from flame.executor_manager import AgentSettings
@@ -42,13 +49,33 @@ def _dashboard_on_by_default(config: ClusterConfig) -> ClusterConfig:
     return dataclasses.replace(config, dashboard=dataclasses.replace(config.dashboard, enabled=True))
 
 
+def _cache_config(args: argparse.Namespace, default_storage: str = "none") -> CacheConfig:
+    """The ``cache`` section of --config, FLAME_CACHE_STORAGE, then the --cache-endpoint/--storage flags."""
+    config = load_cache_config(args.config, dict(os.environ), default_storage=default_storage)
+    endpoint = getattr(args, "cache_endpoint", None)
+    if endpoint is not None:
+        config = dataclasses.replace(config, endpoint=parse_cache_endpoint(endpoint, "--cache-endpoint", "flag"))
+    storage = getattr(args, "cache_storage", None)
+    if storage is not None:
+        config = dataclasses.replace(config, storage=parse_cache_storage(storage, None, "flag", "--cache-storage"))
+    if config.endpoint.tls and config.cert_file is None:
+        raise InvalidArgument(f"cache endpoint {config.endpoint} serves TLS: set cache.tls in the config file")
+    return config
+
+
+def _up_cache_storage(config: ClusterConfig) -> str:
+    """Where `flame up` keeps objects by default: beside its database, or nowhere if that is in memory."""
+    return "none" if config.storage in ("memory", "none") else f"fs://{Path(config.data_dir) / 'cache'}"
+
+
 def run_up(args: argparse.Namespace) -> None:
     from flame.allinone import AllInOne
 
     config = _dashboard_on_by_default(load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS)))
+    cache = _cache_config(args, _up_cache_storage(config))
 
     async def serve() -> None:
-        cluster = AllInOne(config, executors=args.executors)
+        cluster = AllInOne(config, executors=args.executors, cache=cache)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,6 +85,8 @@ def run_up(args: argparse.Namespace) -> None:
             print(
                 f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}\n"
                 f"  export FLAME_ENDPOINT={cluster.endpoint}\n"
+                f"  export FLAME_CACHE_ENDPOINT={cluster.cache_endpoint}\n"
+                f"  object cache storage: {cache.storage}\n"
                 f"  executor logs: {cluster.work_dir / 'logs'}\n"
                 f"  dashboard: {cluster.session_manager.dashboard_url or 'off'}\n"
                 "Press Ctrl-C to stop.",
@@ -73,6 +102,28 @@ def run_up(args: argparse.Namespace) -> None:
             await cluster.shutdown()
 
     asyncio.run(serve())
+
+
+def run_object_cache(args: argparse.Namespace) -> None:
+    """`flame object-cache`: serve until SIGINT or SIGTERM."""
+    from flame.object_cache import ObjectCache
+
+    cache = ObjectCache(_cache_config(args))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cache.start()
+    try:
+        print(f"Flame object cache is up: {cache.endpoint}, storage {cache.storage.url}", flush=True)
+        print(f"  export FLAME_CACHE_ENDPOINT={cache.endpoint}", flush=True)
+        if args.ready_file:
+            tmp = Path(f"{args.ready_file}.tmp")
+            tmp.write_text(cache.endpoint + "\n")
+            tmp.replace(args.ready_file)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        cache.shutdown()
 
 
 def run_sm(args: argparse.Namespace) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 
 from flame.client._endpoint import Endpoint, _resolve_endpoint, open_channel, unreachable, wait_until_ready
+from flame.client._object_ref import ObjectRef
+from flame.client._objects import AsyncObjectMethods
 from flame.client._session import AsyncSession
 from flame.client._specs import application_spec, new_session_id, session_spec
 from flame.errors import FlameError, Internal, InvalidArgument, InvalidState, NotFound, Unavailable
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 
 
-class AsyncConnection:
+class AsyncConnection(AsyncObjectMethods):
     """A connection to a Flame cluster for asyncio code.
 
     ``conn = await AsyncConnection.connect()`` (or ``async with await AsyncConnection.connect()``);
@@ -75,7 +77,9 @@ class AsyncConnection:
             await channel.close()
             raise
         logger.debug("connected to %s", resolved.url)
-        return cls(resolved, channel)
+        connection = cls(resolved, channel)
+        connection._cache_config_path = config  # the object cache is found through the same file
+        return connection
 
     @property
     def endpoint(self) -> str:
@@ -139,7 +143,7 @@ class AsyncConnection:
     async def create_session(
         self,
         application: str,
-        common_data: bytes | None = None,
+        common_data: bytes | ObjectRef | None = None,
         *,
         session_id: str | None = None,
         min_instances: int = 0,

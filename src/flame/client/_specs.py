@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from flame.client._object_ref import ObjectRef
 from flame.errors import InvalidArgument
 from flame.types import ApplicationSchema, ApplicationSpec, ResourceRequirement, SessionSpec, Shim
 
@@ -116,7 +117,7 @@ def new_session_id(application: str) -> str:
 
 def session_spec(
     application: str,
-    common_data: bytes | None,
+    common_data: bytes | ObjectRef | None,
     *,
     min_instances: int,
     max_instances: int | None,
@@ -126,6 +127,8 @@ def session_spec(
 ) -> SessionSpec:
     if not isinstance(application, str) or not application:
         raise InvalidArgument(f"application must be a non-empty string, got {application!r}")
+    if isinstance(common_data, ObjectRef):  # flamepy's convention: the encoded ref is the common data
+        common_data = common_data.encode()
     data = None if common_data is None else as_bytes(common_data, "common_data")
     for name, value in (("min_instances", min_instances), ("priority", priority), ("batch_size", batch_size)):
         _count(name, value)

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from flame.client._connection import CONNECT_TIMEOUT, AsyncConnection
+from flame.client._object_ref import ObjectRef
+from flame.client._objects import ObjectMethods
 from flame.client._pipeline import fail_sinks
 from flame.client._session import AsyncSession
 from flame.client._specs import as_bytes
@@ -236,7 +238,7 @@ class Session:
             self._runner.run(updates.aclose())
 
 
-class Connection:
+class Connection(ObjectMethods):
     """A blocking connection to a Flame cluster; create it with ``flame.connect()``."""
 
     def __init__(self, runner: _LoopThread, connection: AsyncConnection) -> None:
@@ -302,7 +304,7 @@ class Connection:
     def create_session(
         self,
         application: str,
-        common_data: bytes | None = None,
+        common_data: bytes | ObjectRef | None = None,
         *,
         session_id: str | None = None,
         min_instances: int = 0,

@@ -13,8 +13,11 @@ from flame.config._values import ENVIRONMENT, Section, home_dir, load_yaml
 from flame.errors import InvalidArgument
 
 _TOP_KEYS = ("current-context", "contexts")
-_CONTEXT_KEYS = ("name", "cluster")
-_CONTEXT_IGNORED = ("cache", "package", "runner")  # flamepy's object cache, packaging and runner
+_CONTEXT_KEYS = ("name", "cluster", "cache")
+_CONTEXT_IGNORED = ("package", "runner")  # flamepy's packaging and runner
+_CACHE_KEYS = ("endpoint", "tls")
+_CACHE_IGNORED = ("storage",)  # flamepy's client-side write-through directory
+_CACHE_TLS_KEYS = ("ca_file",)
 _CLUSTER_KEYS = ("endpoint", "tls", "token", "token_file")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
@@ -30,6 +33,10 @@ class ClientConfig:
     # A client certificate and its key (PEM files), for a cluster with mutual TLS (cluster.auth.mode mtls).
     cert_file: str | None = None
     key_file: str | None = None
+    # The object cache (flamepy's cache.endpoint, grpc://host:port); None: FLAME_CACHE_ENDPOINT or
+    # flamepy's default grpc://127.0.0.1:9090. cache_ca_file defaults to ca_file.
+    cache_endpoint: str | None = None
+    cache_ca_file: str | None = None
 
 
 def load_client_config(
@@ -64,6 +71,8 @@ def load_client_config(
             "a client certificate needs its key: give both tls.cert_file and tls.key_file "
             "(or FLAME_CERT_FILE and FLAME_KEY_FILE), or neither"
         )
+    if env.get("FLAME_CACHE_ENDPOINT"):
+        config = replace(config, cache_endpoint=_cache_endpoint(env["FLAME_CACHE_ENDPOINT"], "FLAME_CACHE_ENDPOINT"))
     if isinstance(endpoint, Endpoint):
         config = replace(config, endpoint=endpoint)
     elif endpoint is not None:
@@ -117,13 +126,30 @@ def _context(context: Section) -> tuple[str, ClientConfig, Section]:
         raise InvalidArgument(f"{cluster.source}: {cluster.path} has both token and token_file: keep one")
     cluster.optional_string("token")  # a non-empty string if given
     cluster.optional_string("token_file")
+    cache = context.section("cache")
+    cache.check_keys(_CACHE_KEYS, _CACHE_IGNORED)
+    cache_tls = cache.section("tls")
+    cache_tls.check_keys(_CACHE_TLS_KEYS)
+    cache_endpoint = None
+    if cache.has("endpoint"):
+        cache_endpoint = _cache_endpoint(cache.raw("endpoint"), f"{cache.source}: {cache.key('endpoint')}")
     config = ClientConfig(
         endpoint,
         tls.optional_string("ca_file"),
         cert_file=tls.optional_string("cert_file"),
         key_file=tls.optional_string("key_file"),
+        cache_endpoint=cache_endpoint,
+        cache_ca_file=cache_tls.optional_string("ca_file"),
     )
     return name, config, cluster
+
+
+def _cache_endpoint(text: object, where: str) -> str:
+    if not isinstance(text, str) or not text.startswith(("grpc://", "grpcs://", "grpc+tls://")):
+        raise InvalidArgument(
+            f"invalid {where} {text!r}: expected grpc://host:port or grpcs://host:port (the object cache)"
+        )
+    return text.strip()
 
 
 def _default_endpoint() -> Endpoint:

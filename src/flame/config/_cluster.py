@@ -21,6 +21,8 @@ POLICIES = ("priority", "fairshare", "proportion", "gang", "drf")
 DEFAULT_POLICIES = ("priority", "fairshare")
 DEFAULT_SLOT = "cpu=1,mem=1g"
 SHIMS = ("host",)
+# The applications the cluster registers at start-up (see flame.apps); flmexec runs arbitrary code.
+BUILTIN_APPLICATIONS = ("flmexec", "flmfunc", "flmping", "flmrun")
 
 _TOP_KEYS = ("cluster",)
 # Sections of the same file that belong to Flame's object cache or to our executor manager.
@@ -41,6 +43,7 @@ _CLUSTER_KEYS = (
     "dashboard",
     "auth",
     "applications",
+    "builtin_applications",
 )
 # Flame settings with no counterpart here (profiling port, session recovery retries).
 _CLUSTER_IGNORED = ("pprof", "recovery")
@@ -75,6 +78,7 @@ class ClusterConfig:
 
     ``storage`` is normalised: ``sqlite:///<absolute path>``, ``memory`` or ``none``; a postgres url is
     kept as written (password included: show it only through the storage engine's redacted url).
+    ``builtin_applications`` are registered at start-up (an empty list registers none).
     ``max_sessions``, ``max_executors`` and ``max_pending_tasks`` (per session) are None when
     unlimited; ``max_task_size`` (a task's input or output) and ``max_common_data_size`` are bytes.
     """
@@ -109,6 +113,8 @@ class ClusterConfig:
         if self.auth.flamepy_endpoint is not None:
             hosts.append(self.auth.flamepy_endpoint.host)
         return all(is_loopback(host) for host in hosts)
+
+    builtin_applications: tuple[str, ...] = BUILTIN_APPLICATIONS
 
 
 def load_cluster_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -178,6 +184,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         dashboard=parse_dashboard(cluster, tls is not None),
         auth=auth,
         allowed_commands=parse_applications(cluster, loopback),
+        builtin_applications=cluster.string_list("builtin_applications", BUILTIN_APPLICATIONS, BUILTIN_APPLICATIONS),
     )
 
 

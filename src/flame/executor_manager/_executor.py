@@ -22,6 +22,7 @@ from flame.errors import InvalidState
 from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
+from flame.executor_manager.installers import prepare_application
 from flame.executor_manager.shims import HostService, ServiceLost, ShimError, TaskStream, describe_exit
 from flame.protocol import application_spec_from_pb, backend_pb2, ext_pb2, shim_pb2, types_pb2, wire_enum
 from flame.types import ApplicationSpec, ExecutorState, ResourceRequirement
@@ -288,6 +289,7 @@ class Executor:
             self._outcome(task, message=message, urgent=urgent)
 
     async def _start_and_enter(self, command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> None:
+        spec = await prepare_application(self._settings, command.application_name, spec, self.id)
         self._service = await HostService.start(
             self._settings,
             executor_id=self.id,

@@ -46,6 +46,8 @@ class AgentSettings:
     #: Client certificate (PEM) and its key, for mutual TLS; both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Extra environment for every service, over this process's own (e.g. FLAME_CACHE_ENDPOINT).
+    service_env: tuple[tuple[str, str], ...] = ()
     #: Serve Prometheus metrics on this port (0: any free port); None: no metrics server.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -15,6 +15,7 @@ from flame._proto.v1 import (
     shim_pb2_grpc,
     types_pb2,
 )
+from flame.protocol._bson import decode_object_ref, encode_object_ref
 from flame.protocol._convert import (
     application_from_pb,
     application_spec_from_pb,
@@ -51,6 +52,8 @@ __all__ = [
     "backend_pb2",
     "backend_pb2_grpc",
     "compact_task_to_pb",
+    "decode_object_ref",
+    "encode_object_ref",
     "error_from_rpc",
     "event_from_pb",
     "event_to_pb",

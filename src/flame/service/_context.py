@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from flame.types import Shim
 
@@ -31,9 +32,26 @@ class SessionContext:
     session_id: str
     application: ApplicationContext
     _common_data: bytes | None = field(default=None, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def common_data(self) -> bytes | None:
         return self._common_data
+
+    def common_object(self, deserializer: Any = None) -> Any:
+        """The object the common data (an encoded ObjectRef, as flamepy makes it) points to.
+
+        Fetched from the object cache once for this binding; ``deserializer(base, patches)``
+        combines a patched object, as in ``get_object``.
+        """
+        key = "_resolved" if deserializer is None else None
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        from flame.client._objects import common_object
+
+        value = common_object(self._common_data, deserializer)
+        if key is not None:
+            self._memo[key] = value
+        return value
 
 
 @dataclass(frozen=True)

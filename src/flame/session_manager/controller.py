@@ -22,6 +22,7 @@ from functools import partial
 
 from flame.errors import AlreadyExists, Internal, InvalidArgument, InvalidState, NotFound
 from flame.session_manager import states
+from flame.session_manager.appcheck import check_application_schemas, unsupported_shim
 from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord, TaskQueue
 from flame.session_manager.storage import (
     DeleteApplication,
@@ -33,6 +34,7 @@ from flame.session_manager.storage import (
     UpdateTask,
 )
 from flame.types import (
+    EVENT_SESSION_BIND_FAILED,
     Application,
     ApplicationSpec,
     Event,
@@ -41,7 +43,6 @@ from flame.types import (
     Session,
     SessionSpec,
     SessionState,
-    Shim,
     Task,
     TaskState,
     now_ms,
@@ -87,14 +88,20 @@ def check_name(value: str, what: str) -> str:
 
 
 def _check_application_spec(name: str, spec: ApplicationSpec) -> None:
-    if spec.shim != Shim.HOST:
-        raise InvalidArgument(f"application {name!r}: shim {spec.shim.name} is not supported; accepted: Host")
+    """What Flame checks at registration: schemas are JSON, working_directory is absolute.
+
+    An application without a command, or with a shim no node offers, is accepted as Flame
+    accepts it: binding it fails (event 1001), or its sessions wait with an event saying why.
+    """
+    check_application_schemas(name, spec)
+    if spec.working_directory and not spec.working_directory.startswith("/"):
+        raise InvalidArgument(
+            f"application {name!r}: working_directory must be an absolute path, got {spec.working_directory!r}"
+        )
     if spec.max_instances is not None and spec.max_instances < 1:
         raise InvalidArgument(f"application {name!r}: max_instances must be at least 1, got {spec.max_instances}")
     if spec.delay_release is not None and spec.delay_release < 0:
         raise InvalidArgument(f"application {name!r}: delay_release must be >= 0 seconds, got {spec.delay_release}")
-    if not spec.command:
-        raise InvalidArgument(f"application {name!r}: command is required (the program that runs the service)")
     task_timeout_label(name, spec)
     for env in spec.environments:
         if not env or "=" in env:
@@ -216,7 +223,7 @@ class Controller:
         try:
             return self.applications[name]
         except KeyError:
-            raise NotFound(f"application {name!r} is not registered") from None
+            raise NotFound(f"application <{name}> not found") from None
 
     # ---- sessions -------------------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class Controller:
         try:
             return self.sessions[session_id]
         except KeyError:
-            raise NotFound(f"session {session_id!r} does not exist") from None
+            raise NotFound(f"session <{session_id}> not found") from None
 
     def _validate_session_spec(self, spec: SessionSpec) -> Application:
         if not spec.application:
@@ -268,6 +275,9 @@ class Controller:
         self.sessions[session_id] = rec
         await self.storage.write(PutSession(session))
         logger.info("session %s opened for application %s", session_id, spec.application)
+        waiting = unsupported_shim(self.applications[spec.application])
+        if waiting is not None:  # Flame accepts it and its tasks stay pending: say why
+            self.session_event(rec, EVENT_SESSION_BIND_FAILED, waiting)
         self.kick()
         return session
 
@@ -275,7 +285,7 @@ class Controller:
         rec = self.sessions.get(session_id)
         if rec is None:
             if spec is None:
-                raise NotFound(f"session {session_id!r} does not exist and no spec was given to create it")
+                raise NotFound(f"session <{session_id}> not found (and no spec was given to create it)")
             return await self.create_session(session_id, spec)
         if rec.session.state != SessionState.OPEN:
             raise InvalidState(f"session {session_id!r} is closed")
@@ -458,7 +468,7 @@ class Controller:
         rec = self.get_session_record(session_id)
         task = rec.tasks.get(task_id) or await self.storage.get_task(session_id, task_id)
         if task is None:
-            raise NotFound(f"task {task_id!r} does not exist in session {session_id!r}")
+            raise NotFound(f"task <{task_id}> not found in session <{session_id}>")
         return task
 
     async def list_tasks(self, session_id: str) -> list[Task]:

@@ -11,6 +11,7 @@ import secrets
 
 from flame.protocol import backend_pb2, resreq_from_pb
 from flame.session_manager import states
+from flame.session_manager.appcheck import unsupported_shim
 from flame.session_manager.controller import Controller, task_timeout_label
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord
@@ -312,7 +313,7 @@ class Fleet:
                     pending=len(rec.pending),
                     running=s.running,
                     open=s.state == SessionState.OPEN,
-                    schedulable=not rec.gave_up and app is not None,
+                    schedulable=not rec.gave_up and app is not None and unsupported_shim(app) is None,
                     delay_release_ms=delay * 1000 if delay is not None else c.settings.default_delay_release_ms,
                     creation_time=s.creation_time,
                 )

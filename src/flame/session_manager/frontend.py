@@ -129,7 +129,7 @@ class FrontendService(frontend_pb2_grpc.FrontendServicer):
         async def work() -> Any:
             rec = self.c.nodes.get(_require(request.name, "node name"))
             if rec is None:
-                raise NotFound(f"node {request.name!r} is not registered")
+                raise NotFound(f"node <{request.name}> not found")
             return frontend_pb2.GetNodeResponse(node=node_to_pb(rec.node))
 
         return await _call(context, work)

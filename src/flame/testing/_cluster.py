@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from flame.allinone import AllInOne
-from flame.config import cluster_config_from_dict
+from flame.config import cache_config_from_dict, cluster_config_from_dict
 
 
 class LocalCluster:
@@ -22,6 +22,7 @@ class LocalCluster:
         data_dir: str | Path | None = None,
         storage: str = "memory",
         cluster: dict[str, Any] | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -30,6 +31,9 @@ class LocalCluster:
         section = {"endpoint": "http://127.0.0.1:0", "storage": storage, "data_dir": str(data_dir)}
         section.update(cluster or {})
         self.config = cluster_config_from_dict({"cluster": section}, source="LocalCluster")
+        # An object cache on a free port, memory only unless ``cache`` says otherwise.
+        cache_section = {"endpoint": "grpc://127.0.0.1:0", "storage": "none", **(cache or {})}
+        self.cache_config = cache_config_from_dict({"cache": cache_section}, source="LocalCluster")
         self._executors = executors
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="flame-local-cluster", daemon=True)
@@ -45,6 +49,12 @@ class LocalCluster:
         return self.cluster.endpoint
 
     @property
+    def cache_endpoint(self) -> str:
+        """Where the cluster's object cache listens (``grpc://127.0.0.1:<port>``)."""
+        assert self.cluster is not None and self.cluster.cache_endpoint is not None, "the cluster is not started"
+        return self.cluster.cache_endpoint
+
+    @property
     def data_dir(self) -> Path:
         return self.config.data_dir
 
@@ -52,7 +62,7 @@ class LocalCluster:
         self._thread.start()
 
         async def start() -> AllInOne:
-            cluster = AllInOne(self.config, executors=self._executors)
+            cluster = AllInOne(self.config, executors=self._executors, cache=self.cache_config)
             await cluster.start()
             return cluster
 

@@ -113,7 +113,7 @@ class HostService:
             session_id=session_id,
             work_dir=settings.work_dir,
             socket_dir=settings.socket_dir,
-            base_env=os.environ,
+            base_env={**os.environ, **dict(settings.service_env)},
         )
         log_file = settings.log_dir / f"{executor_id}.log"
         try:

@@ -1,0 +1,176 @@
+"""The object cache's config: the ``cache`` section of flame-cluster.yaml, as Flame users write it.
+
+cache:
+  endpoint: "grpc://127.0.0.1:9090"     # grpcs:// (or grpc+tls://) serves TLS with cache.tls
+  network_interface: "eth0"             # optional: listen on and advertise this interface's IPv4
+  storage: "fs:///var/lib/flame/cache"  # or none (memory only)
+  max_object_size: "1g"
+  eviction: {policy: lru, max_memory: "8G", max_objects: 100000}
+  tls: {cert_file: ..., key_file: ...}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir
+from flame.errors import InvalidArgument
+
+DEFAULT_CACHE_ENDPOINT = "grpc://127.0.0.1:9090"
+DEFAULT_MAX_OBJECT_SIZE = 1024**3
+MAX_OBJECT_SIZE_LIMIT = 2**31 - 1  # an object's bytes are one Arrow binary value
+DEFAULT_MAX_MEMORY = 1024**3
+_KEYS = ("endpoint", "network_interface", "storage", "max_object_size", "eviction", "tls")
+_IGNORED = ("pprof",)
+_EVICTION_KEYS = ("policy", "max_memory", "max_objects")
+_TLS_KEYS = ("cert_file", "key_file", "ca_file")
+_ENDPOINT_ACCEPTED = "grpc://host:port or grpcs://host:port (grpc+tls:// too; port 0-65535, default 9090)"
+_STORAGE_ACCEPTED = "none, fs:///absolute/dir or fs://dir/relative/to/the/config/file"
+_SCHEMES = {"grpc": False, "http": False, "grpcs": True, "grpc+tls": True}
+_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
+
+
+@dataclass(frozen=True)
+class CacheEndpoint:
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def location(self) -> str:
+        """As pyarrow.flight writes it: ``grpc://host:port`` or ``grpc+tls://host:port``."""
+        return f"{'grpc+tls' if self.tls else 'grpc'}://{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.location
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``storage`` is ``none`` or ``fs://<absolute dir>``; sizes are bytes."""
+
+    endpoint: CacheEndpoint
+    network_interface: str | None
+    storage: str
+    max_object_size: int
+    eviction_policy: str
+    max_memory: int
+    max_objects: int | None
+    cert_file: str | None
+    key_file: str | None
+
+
+def parse_cache_endpoint(text: object, key: str, source: str) -> CacheEndpoint:
+    if not isinstance(text, str) or not text.strip():
+        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
+    scheme, sep, rest = text.strip().rstrip("/").partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
+    host, colon, port_text = rest.rpartition(":")
+    if not colon or rest.endswith("]"):
+        host, port_text = rest, "9090"
+    if not host or not _HOST_RE.match(host) or not port_text.isdigit() or int(port_text) > 65535:
+        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
+    return CacheEndpoint(host.strip("[]"), int(port_text), _SCHEMES[scheme.lower()])
+
+
+def load_cache_config(
+    path: str | Path | None, env: Mapping[str, str] | None = None, *, default_storage: str = "none"
+) -> CacheConfig:
+    """The ``cache`` section of a flame-cluster.yaml (``path`` None: defaults), then FLAME_CACHE_STORAGE.
+
+    ``default_storage`` applies when neither the file nor the environment names a storage
+    (``flame up`` passes ``fs://<data dir>/cache``).
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        return _build({}, "<defaults>", env, None, default_storage)
+    path = Path(path)
+    return _build(load_yaml(path), str(path), env, path.parent.absolute(), default_storage)
+
+
+def cache_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> CacheConfig:
+    """A config from a mapping shaped like the file (``{"cache": {...}}``); no env overrides."""
+    return _build(data, source, {}, None, "none")
+
+
+def _build(
+    data: object, source: str, env: Mapping[str, str], base_dir: Path | None, default_storage: str
+) -> CacheConfig:
+    root = Section.root(data, source)
+    cache = root.section("cache")
+    cache.check_keys(_KEYS, _IGNORED)
+    eviction = cache.section("eviction")
+    eviction.check_keys(_EVICTION_KEYS)
+    text = cache.raw("endpoint") if cache.has("endpoint") else DEFAULT_CACHE_ENDPOINT
+    endpoint = parse_cache_endpoint(text, cache.key("endpoint"), source)
+    cert_file, key_file = _tls(cache)
+    if endpoint.tls and cert_file is None:
+        raise InvalidArgument(
+            f"{source}: {cache.key('endpoint')} {text!r} serves TLS but {cache.key('tls')} is not set: "
+            "give tls.cert_file and tls.key_file, or use grpc://"
+        )
+    if cert_file is not None and not endpoint.tls:
+        raise InvalidArgument(
+            f"{source}: {cache.key('tls')} is set but {cache.key('endpoint')} {text!r} is plain grpc: "
+            "use grpcs:// to serve TLS, or remove the tls section"
+        )
+    max_object_size = cache.size("max_object_size", DEFAULT_MAX_OBJECT_SIZE)
+    if max_object_size > MAX_OBJECT_SIZE_LIMIT:
+        raise cache.error(
+            "max_object_size", cache.raw("max_object_size"), "a size of at most 2147483647 bytes (2g - 1)"
+        )
+    policy = eviction.string("policy", "lru")
+    if policy not in ("lru", "none"):
+        raise eviction.error("policy", policy, "one of: lru, none")
+    return CacheConfig(
+        endpoint=endpoint,
+        network_interface=cache.optional_string("network_interface"),
+        storage=_storage(cache, env, base_dir, default_storage),
+        max_object_size=max_object_size,
+        eviction_policy=policy,
+        max_memory=eviction.size("max_memory", DEFAULT_MAX_MEMORY),
+        max_objects=eviction.optional_integer("max_objects", 1),
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+
+
+def _tls(cache: Section) -> tuple[str | None, str | None]:
+    if not cache.has("tls"):
+        return None, None
+    tls = cache.section("tls")
+    tls.check_keys(_TLS_KEYS)
+    cert_file, key_file = tls.optional_string("cert_file"), tls.optional_string("key_file")
+    if cert_file is None or key_file is None:
+        given = [name for name in ("cert_file", "key_file") if tls.has(name)]
+        raise InvalidArgument(
+            f"{tls.source}: {tls.path} needs both cert_file and key_file (given: {', '.join(given) or 'neither'})"
+        )
+    return cert_file, key_file
+
+
+def _storage(cache: Section, env: Mapping[str, str], base_dir: Path | None, default: str) -> str:
+    if env.get("FLAME_CACHE_STORAGE"):
+        return parse_cache_storage(env["FLAME_CACHE_STORAGE"], None, ENVIRONMENT, "FLAME_CACHE_STORAGE")
+    if not cache.has("storage"):
+        return default
+    return parse_cache_storage(cache.raw("storage"), base_dir, cache.source, cache.key("storage"))
+
+
+def parse_cache_storage(value: object, base_dir: Path | None, source: str, key: str) -> str:
+    """``none`` or ``fs://DIR`` (``file://DIR`` too) -> ``none`` or ``fs://<absolute DIR>``."""
+    if not isinstance(value, str):
+        raise invalid(source, key, value, _STORAGE_ACCEPTED)
+    text = value.strip()
+    if text == "none":
+        return text
+    scheme, sep, rest = text.partition("://")
+    if scheme not in ("fs", "file") or not sep or not rest or "?" in rest or "#" in rest:
+        raise invalid(source, key, value, _STORAGE_ACCEPTED)
+    return f"fs://{resolve_dir(rest, base_dir)}"
