@@ -41,7 +41,8 @@ class Emulation:
         async def run() -> T:
             return fn()
 
-        return self.run(run())
+        result: T = self.run(run())
+        return result
 
     def run(self, coro: Any, timeout: float = 30) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -65,6 +65,8 @@ class KubernetesProvider:
         self._tasks: list[asyncio.Task[None]] = []
         self._doomed: dict[str, tuple[str, str]] = {}  # pods seen failing: name -> (session id, reason)
         self._calls = asyncio.Semaphore(_PARALLEL_CALLS)
+        # Sessions told their pods cannot be scheduled: told once, until one of their pods starts.
+        self._unschedulable: set[str] = set()
 
     @property
     def api(self) -> KubeApi:
@@ -268,9 +270,11 @@ class KubernetesProvider:
             application = (metadata.get("labels") or {}).get(LABEL_APPLICATION, "")
             pod = self.pods[name] = PodInfo(name, sid, application, time.monotonic())
         pod.status = status = pod_status(obj)
-        if status.unschedulable and "unschedulable" not in pod.reported:
-            pod.reported.add("unschedulable")
+        if status.unschedulable and pod.session_id not in self._unschedulable:
+            self._unschedulable.add(pod.session_id)
             self._session_event(pod.session_id, f"pod {name} cannot be scheduled: {status.unschedulable}")
+        elif status.started:
+            self._unschedulable.discard(pod.session_id)
         if status.failed and "failed" not in pod.reported:
             pod.reported.add("failed")  # told, backed off and deleted by the next _apply
             self.fleet.lose_node(name, f"its pod failed ({status.failed})")
