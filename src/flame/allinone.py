@@ -116,9 +116,9 @@ class AllInOne:
     async def start(self) -> None:
         await self.session_manager.start()
         try:
+            await self._register_builtin_applications()  # first: clients may call as soon as the port listens
             if self.object_cache is not None:
                 await asyncio.to_thread(self.object_cache.start)
-            await self._register_builtin_applications()
             self.node = ExecutorManager(self._node_settings(), connect=self._connect)
             await self.node.start()
             self._node_task = asyncio.create_task(self.node.serve(), name="local-node")

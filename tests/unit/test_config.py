@@ -48,9 +48,9 @@ def test_public_api_is_pinned() -> None:
     assert sorted(flame.config.__all__) == [
         "AuthConfig",
         "BUILTIN_COMMANDS",
-        "CertificateIdentity",
         "CacheConfig",
         "CacheEndpoint",
+        "CertificateIdentity",
         "ClientConfig",
         "ClusterConfig",
         "CommandAllowlist",
