@@ -114,9 +114,10 @@ class AllInOne:
         return self.object_cache.endpoint if self.object_cache is not None else None
 
     async def start(self) -> None:
+        # Registered before the ports listen: a client may call the moment they do.
+        self.session_manager.before_serving.append(self._register_builtin_applications)
         await self.session_manager.start()
         try:
-            await self._register_builtin_applications()  # first: clients may call as soon as the port listens
             if self.object_cache is not None:
                 await asyncio.to_thread(self.object_cache.start)
             self.node = ExecutorManager(self._node_settings(), connect=self._connect)

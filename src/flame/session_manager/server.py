@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,8 @@ class SessionManager:
         self.provider: Provider = build_provider(config, self.controller, self.fleet)
         self.auth: Auth = build_auth(config.auth)  # a bad tokens file is refused here
         self._server: grpc.aio.Server | None = None
+        # Awaited after state is recovered and before the ports listen (the all-in-one registers built-ins).
+        self.before_serving: list[Callable[[], Awaitable[None]]] = []
         self._flamepy_server: grpc.aio.Server | None = None
         self.flamepy_port = 0  # cluster.auth.flamepy_endpoint's port, when set
         self._scheduler: asyncio.Task[None] | None = None
@@ -83,6 +86,8 @@ class SessionManager:
     async def start(self) -> None:
         await self.storage.start()
         await self.controller.recover()
+        for step in self.before_serving:
+            await step()
         dashboard = self._make_dashboard()
         interceptors = [dashboard.grpc_interceptor()] if dashboard is not None else []
         auth = self.config.auth
