@@ -54,7 +54,7 @@ def test_round_trip_of_every_field(engine: Factory) -> None:
     assert state.applications == [full_application(), minimal_application()]
     # By creation time; the counters are counted from the stored tasks, not taken from the put.
     counted = replace(full_session(), pending=0, running=0, succeed=0, failed=1, cancelled=0)
-    assert state.sessions == [replace(minimal_session(), pending=2), counted]
+    assert state.sessions == [replace(minimal_session(), pending=2, next_task_id=3), counted]  # past ids 1, 2
     assert state.tasks == [minimal_task(), empty_payload, full_task()]  # by session id, then task id
     # Types, not just values: IntEnum == int and b"" != None would hide a sloppy decoder.
     assert isinstance(state.applications[0].spec.shim, Shim)

@@ -193,3 +193,31 @@ def test_a_slow_read_does_not_hold_up_commits(engine: Engine) -> None:
             assert await pending_read == _after_update(_task("s", 1))
 
     run(scenario())
+
+
+def test_load_without_finished_tasks_keeps_next_task_id_past_every_stored_id(engine: Engine) -> None:
+    sessions = {"open": SessionState.OPEN, "closed": SessionState.CLOSED}
+
+    async def scenario() -> tuple[StoredState, StoredState]:
+        store = engine()
+        async with store:
+            await _fill(store, sessions, 12)  # ids 1..12; the sessions were put with next_task_id 0
+        store = engine()
+        async with store:
+            unfinished = await store.load(closed_tasks=False, finished_tasks=False)
+            open_only = await store.load(closed_tasks=True, finished_tasks=False)
+        return unfinished, open_only
+
+    unfinished, with_closed = run(scenario())
+    expected = [
+        _after_update(_task("open", n))
+        for n in range(1, 13)
+        if STATES[n % len(STATES)] in (TaskState.PENDING, TaskState.RUNNING)
+    ]
+    assert unfinished.tasks == expected
+    assert {t.session_id for t in with_closed.tasks} == {"closed", "open"}
+    assert all(not t.state.is_final for t in with_closed.tasks)
+    for session in unfinished.sessions:
+        # Task 12 succeeded and is not loaded, yet no id up to 12 may be handed out again.
+        assert session.next_task_id == 13, session.id
+        assert _counts(session) == _expected_counts(12)

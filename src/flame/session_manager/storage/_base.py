@@ -142,7 +142,7 @@ class Storage(ABC):
         """Release the reads' connection; called once, after the last read."""
 
     @abstractmethod
-    def _read_state(self, closed_tasks: bool) -> StoredState:
+    def _read_state(self, closed_tasks: bool, finished_tasks: bool) -> StoredState:
         """Read the stored state as fresh objects, with counters counted from the stored tasks."""
 
     @abstractmethod
@@ -320,14 +320,16 @@ class Storage(ABC):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def load(self, *, closed_tasks: bool = True) -> StoredState:
-        """Read the applications, the sessions and their tasks; ``closed_tasks=False`` leaves out
-        the tasks of closed sessions (read those with get_task/list_tasks when asked).
+    async def load(self, *, closed_tasks: bool = True, finished_tasks: bool = True) -> StoredState:
+        """Read the applications, the sessions and their tasks. ``closed_tasks=False`` leaves out
+        the tasks of closed sessions, ``finished_tasks=False`` those in a final state (read them
+        with get_task/list_tasks when asked).
 
-        Every session's counters are counted from its stored tasks, loaded or not.
+        Every session's counters are counted from its stored tasks, loaded or not, and its
+        next_task_id is past every stored task id.
         """
         self._require_running("call start() before load()")
-        return await self._read(partial(self._read_state, closed_tasks))
+        return await self._read(partial(self._read_state, closed_tasks, finished_tasks))
 
     async def get_task(self, session_id: str, task_id: str) -> Task | None:
         """The stored task, as of every record written before this call; None if it is not stored."""

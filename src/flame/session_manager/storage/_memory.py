@@ -22,6 +22,7 @@ from flame.session_manager.storage._records import (
     apply_counts,
     session_order,
     task_order,
+    task_seq,
 )
 from flame.types import Application, Session, SessionState, Task
 
@@ -104,7 +105,7 @@ class MemoryStorage(Storage):
     def _close_reader(self) -> None:
         pass
 
-    def _read_state(self, closed_tasks: bool) -> StoredState:
+    def _read_state(self, closed_tasks: bool, finished_tasks: bool) -> StoredState:
         sessions = sorted((_copy_session(s) for s in self._sessions.values()), key=session_order)
         apply_counts(sessions, self._counts())
         loaded = [
@@ -112,6 +113,7 @@ class MemoryStorage(Storage):
             for session_id, per_session in self._tasks.items()
             if closed_tasks or self._is_open(session_id)
             for task in per_session.values()
+            if finished_tasks or not task.state.is_final
         ]
         return StoredState(
             applications=[_copy_application(app) for _, app in sorted(self._applications.items())],
@@ -123,13 +125,18 @@ class MemoryStorage(Storage):
         session = self._sessions.get(session_id)
         return session is not None and session.state == SessionState.OPEN
 
-    def _counts(self) -> list[tuple[str, int, int]]:
-        counts: dict[tuple[str, int], int] = {}
+    def _counts(self) -> list[tuple[str, int, int, int | None]]:
+        """As the SQL engines' GROUP BY: (session id, state, how many, highest numeric id)."""
+        counts: dict[tuple[str, int], tuple[int, int | None]] = {}
         for session_id, per_session in self._tasks.items():
             for task in per_session.values():
                 key = (session_id, int(task.state))
-                counts[key] = counts.get(key, 0) + 1
-        return [(session_id, state, count) for (session_id, state), count in counts.items()]
+                count, highest = counts.get(key, (0, None))
+                seq = task_seq(task.id)
+                if seq is not None and (highest is None or seq > highest):
+                    highest = seq
+                counts[key] = (count + 1, highest)
+        return [(session_id, state, count, highest) for (session_id, state), (count, highest) in counts.items()]
 
     def _read_task(self, session_id: str, task_id: str) -> Task | None:
         task = self._tasks.get(session_id, {}).get(task_id)

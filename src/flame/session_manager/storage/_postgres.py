@@ -382,8 +382,8 @@ class PostgresStorage(SqlStorage):
             logger.warning("storage %s: the reading connection broke during a read; reading again", self.url)
             return read(self._reader_connection())
 
-    def _read_state(self, closed_tasks: bool) -> StoredState:
-        return self._reading(partial(_read_state, closed_tasks))
+    def _read_state(self, closed_tasks: bool, finished_tasks: bool) -> StoredState:
+        return self._reading(partial(_read_state, _Q.select_loaded(closed_tasks, finished_tasks)))
 
     def _read_task(self, session_id: str, task_id: str) -> Task | None:
         row = self._reading(lambda conn: conn.execute(_Q.select_task, (session_id, task_id)).fetchone())
@@ -398,7 +398,7 @@ class PostgresStorage(SqlStorage):
         return [codec.task_from_row(row) for row in rows]
 
 
-def _read_state(closed_tasks: bool, conn: psycopg.Connection[tuple[Any, ...]]) -> StoredState:
+def _read_state(select_tasks: str, conn: psycopg.Connection[tuple[Any, ...]]) -> StoredState:
     # One snapshot for the three tables.
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -408,7 +408,7 @@ def _read_state(closed_tasks: bool, conn: psycopg.Connection[tuple[Any, ...]]) -
         return StoredState(
             applications=_decode(cur, _Q.select_applications, codec.application_from_row),
             sessions=sessions,
-            tasks=_decode(cur, _Q.select_tasks if closed_tasks else _Q.select_open_tasks, codec.task_from_row),
+            tasks=_decode(cur, select_tasks, codec.task_from_row),
         )
 
 

@@ -93,7 +93,8 @@ class StoredState:
     """What storage holds, as read once when the session manager starts.
 
     Every session's counters (pending, running, succeed, failed, cancelled) are counted from its
-    stored tasks, whether or not those tasks are in ``tasks``.
+    stored tasks, whether or not those tasks are in ``tasks``, and its next_task_id is past the
+    highest numeric id stored.
     """
 
     applications: list[Application]
@@ -256,15 +257,19 @@ def _plan_update(
         earlier.fold(record)
 
 
-def apply_counts(sessions: Iterable[Session], counts: Iterable[tuple[str, int, int]]) -> None:
-    """Set each session's task counters from (session id, task state, how many) rows."""
+def apply_counts(sessions: Iterable[Session], counts: Iterable[tuple[str, int, int, int | None]]) -> None:
+    """Set each session's task counters from (session id, task state, how many, highest numeric id)
+    rows, and raise its next_task_id past every stored id, so a session whose tasks were not all
+    loaded can never hand out an id again."""
     by_id = {session.id: session for session in sessions}
     for session in by_id.values():
         session.pending = session.running = session.succeed = session.failed = session.cancelled = 0
-    for session_id, state, count in counts:
+    for session_id, state, count, highest in counts:
         if session_id not in by_id:
             continue
         session = by_id[session_id]
+        if highest is not None and highest >= session.next_task_id:
+            session.next_task_id = highest + 1
         if state == TaskState.PENDING:
             session.pending += count
         elif state == TaskState.RUNNING:

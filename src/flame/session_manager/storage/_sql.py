@@ -8,7 +8,7 @@ from typing import Any
 from flame.session_manager.storage import _codec as codec
 from flame.session_manager.storage._base import Storage
 from flame.session_manager.storage._records import Batch, UpdateTask
-from flame.types import Application, Session, SessionState, Task
+from flame.types import Application, Session, SessionState, Task, TaskState
 
 
 @dataclass
@@ -59,12 +59,8 @@ class Queries:
         order = "ORDER BY session_id, seq IS NULL, seq, id"  # as _records.task_order: numeric ids by number
         self.select_applications = f"SELECT {', '.join(codec.APPLICATION_COLUMNS)} FROM applications ORDER BY name"
         self.select_sessions = f"SELECT {', '.join(codec.SESSION_COLUMNS)} FROM sessions ORDER BY creation_time, id"
-        self.select_tasks = f"SELECT {tasks} FROM tasks {order}"
-        self.select_open_tasks = (
-            f"SELECT {tasks} FROM tasks WHERE session_id IN "
-            f"(SELECT id FROM sessions WHERE state = {int(SessionState.OPEN)}) {order}"
-        )
-        self.count_tasks = "SELECT session_id, state, count(*) FROM tasks GROUP BY session_id, state"
+        self._order = order
+        self.count_tasks = "SELECT session_id, state, count(*), max(seq) FROM tasks GROUP BY session_id, state"
         self.select_task = f"SELECT {tasks} FROM tasks WHERE session_id = {marker} AND id = {marker}"
         self.update_task = (
             f"UPDATE tasks SET state = {marker}, output = {marker}, attempts = {marker}, "
@@ -72,6 +68,16 @@ class Queries:
             f"WHERE session_id = {marker} AND id = {marker}"
         )
         self._tasks = tasks
+
+    def select_loaded(self, closed_tasks: bool, finished_tasks: bool) -> str:
+        """The tasks a load returns: all, or without those of closed sessions, or of final states."""
+        where = []
+        if not closed_tasks:
+            where.append(f"session_id IN (SELECT id FROM sessions WHERE state = {int(SessionState.OPEN)})")
+        if not finished_tasks:
+            where.append(f"state IN ({int(TaskState.PENDING)}, {int(TaskState.RUNNING)})")
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        return f"SELECT {self._tasks} FROM tasks{condition} {self._order}"
 
     def select_page(self, states: int) -> str:
         """A page of one session's tasks, in ``states`` states if not 0.

@@ -219,13 +219,13 @@ class SqliteStorage(SqlStorage):
             raise InvalidState(f"storage {self.url} is not open")
         return self._reader_conn
 
-    def _read_state(self, closed_tasks: bool) -> StoredState:
+    def _read_state(self, closed_tasks: bool, finished_tasks: bool) -> StoredState:
         conn = self._reader_connection()
         conn.execute("BEGIN")  # one read transaction: the tables come from the same snapshot
         try:
             sessions = [codec.session_from_row(row) for row in conn.execute(_Q.select_sessions)]
             apply_counts(sessions, conn.execute(_Q.count_tasks))
-            query = _Q.select_tasks if closed_tasks else _Q.select_open_tasks
+            query = _Q.select_loaded(closed_tasks, finished_tasks)
             return StoredState(
                 applications=[codec.application_from_row(row) for row in conn.execute(_Q.select_applications)],
                 sessions=sessions,
