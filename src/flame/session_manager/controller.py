@@ -154,18 +154,15 @@ class Controller:
         Only what open sessions still need stays in memory: their unfinished tasks. Finished
         tasks, and every task of a closed session, are read from storage when asked for.
         """
-        stored = await self.storage.load(closed_tasks=False)
+        stored = await self.storage.load(closed_tasks=False, finished_tasks=False)
         for app in stored.applications:
             self.applications[app.name] = app
-        for session in stored.sessions:  # its counters were counted from all its stored tasks
+        for session in stored.sessions:  # its counters and next_task_id account for all its stored tasks
             self.sessions[session.id] = SessionRecord(session)
         requeued: list[Task] = []
         for task in stored.tasks:
             rec = self.sessions.get(task.session_id)
             if rec is None:
-                continue
-            rec.session.next_task_id = max(rec.session.next_task_id, int(task.id) + 1)
-            if task.state.is_final:
                 continue
             if task.state == TaskState.RUNNING:
                 self.move_task(rec, task, TaskState.PENDING, "requeued after a session manager restart")
