@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from flame.apps import builtin_applications
 from flame.apps.flmping import flmping_application_spec
 from flame.config import (
     BUILTIN_COMMANDS,
@@ -54,6 +55,26 @@ def test_an_exposed_listener_needs_an_explicit_mode() -> None:
     assert config.allowed_commands.patterns == BUILTIN_COMMANDS
     assert config.allowed_commands.allows(flmping_application_spec())
     assert not config.allowed_commands.allows(ApplicationSpec(command="${FLAME_PYTHON}", arguments=["evil.py"]))
+
+
+def test_off_loopback_every_enabled_builtin_and_the_runner_may_register_and_run() -> None:
+    every = ("flmexec", "flmfunc", "flmping", "flmrun")
+    config = cluster({"endpoint": "http://0.0.0.0:8080", "auth": {"mode": "none"}})
+    node = executor_manager_config_from_dict({"executor_manager": {"session_manager": "http://10.0.0.1:8080"}})
+    for name, spec in builtin_applications(every).items():
+        assert config.allowed_commands.allows(spec), name
+        assert node.allowed_commands.allows(spec), name
+    # flamepy's Runner registers each of its applications as a copy of flmrun's command line
+    runner_app = ApplicationSpec(command="${FLAME_PYTHON}", arguments=["-m", "flamepy.runner.runpy"], url="file:///p")
+    assert config.allowed_commands.allows(runner_app)
+    # a built-in left out of cluster.builtin_applications is not allowed by default either
+    without = cluster(
+        {"endpoint": "http://0.0.0.0:8080", "auth": {"mode": "none"}, "builtin_applications": ["flmping"]}
+    )
+    flmexec = builtin_applications(["flmexec"])["flmexec"]
+    assert without.allowed_commands.allows(flmping_application_spec())
+    assert not without.allowed_commands.allows(flmexec)
+    assert node.allowed_commands.allows(flmexec)  # a node cannot know; the session manager refused it
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,15 @@ ROLES = ("admin", "user", "node", "viewer")
 AUTH_MODES = ("none", "token", "mtls")
 USER_SESSIONS = ("own", "all")
 MIN_TOKEN_LENGTH = 16
-# The command lines of the built-in applications (flame.apps), as they are registered.
-BUILTIN_COMMANDS = ("${FLAME_PYTHON} -m flame.apps.flmping",)
+# The command line of each built-in application (flame.apps), as it is registered. flamepy's Runner
+# registers its applications with flmrun's command, so allowing flmrun allows the Runner too.
+BUILTIN_APPLICATION_COMMANDS = {
+    "flmexec": "${FLAME_PYTHON} -m flame.apps.flmexec",
+    "flmfunc": "${FLAME_PYTHON} -m flame.apps.flmfunc",
+    "flmping": "${FLAME_PYTHON} -m flame.apps.flmping",
+    "flmrun": "${FLAME_PYTHON} -m flamepy.runner.runpy",
+}
+BUILTIN_COMMANDS = tuple(BUILTIN_APPLICATION_COMMANDS.values())
 ANY_COMMAND = ("*",)
 
 _AUTH_KEYS = ("mode", "tokens_file", "identities", "flamepy_endpoint", "flamepy_role", "user_sessions")
@@ -164,20 +171,24 @@ def _role(entry: Section) -> str:
     return str(role)
 
 
-def parse_allowlist(section: Section, loopback_only: bool) -> CommandAllowlist:
-    """``allowed_commands`` of ``section``; default anything on loopback, the built-ins otherwise."""
+def parse_allowlist(
+    section: Section, loopback_only: bool, builtins: tuple[str, ...] = BUILTIN_COMMANDS
+) -> CommandAllowlist:
+    """``allowed_commands`` of ``section``; default anything on loopback, else the ``builtins`` command lines."""
     value = section.raw("allowed_commands")
     if value is None:
-        return CommandAllowlist(ANY_COMMAND if loopback_only else BUILTIN_COMMANDS)
+        return CommandAllowlist(ANY_COMMAND if loopback_only else builtins)
     if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
         raise section.error("allowed_commands", value, "a list of globs such as '/usr/bin/python3 *' ('*': anything)")
     return CommandAllowlist(tuple(p.strip() for p in value))
 
 
-def parse_applications(cluster: Section, loopback_only: bool) -> CommandAllowlist:
+def parse_applications(cluster: Section, loopback_only: bool, builtin_applications: Iterable[str]) -> CommandAllowlist:
+    """The registration allowlist; off loopback its default is the commands of the enabled built-ins."""
     applications = cluster.section("applications")
     applications.check_keys(_APPLICATIONS_KEYS)
-    return parse_allowlist(applications, loopback_only)
+    builtins = tuple(BUILTIN_APPLICATION_COMMANDS[name] for name in builtin_applications)
+    return parse_allowlist(applications, loopback_only, builtins)
 
 
 def load_tokens(path: Path) -> tuple[TokenEntry, ...]:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flame.config._auth import AuthConfig, CommandAllowlist, is_loopback, parse_applications, parse_auth
+from flame.config._auth import (
+    BUILTIN_APPLICATION_COMMANDS,
+    AuthConfig,
+    CommandAllowlist,
+    is_loopback,
+    parse_applications,
+    parse_auth,
+)
 from flame.config._dashboard import DashboardConfig, parse_dashboard
 from flame.config._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint_from
 from flame.config._provider import KubernetesConfig, parse_provider
@@ -22,7 +29,7 @@ DEFAULT_POLICIES = ("priority", "fairshare")
 DEFAULT_SLOT = "cpu=1,mem=1g"
 SHIMS = ("host",)
 # The applications the cluster registers at start-up (see flame.apps); flmexec runs arbitrary code.
-BUILTIN_APPLICATIONS = ("flmexec", "flmfunc", "flmping", "flmrun")
+BUILTIN_APPLICATIONS = tuple(BUILTIN_APPLICATION_COMMANDS)
 
 _TOP_KEYS = ("cluster",)
 # Sections of the same file that belong to Flame's object cache or to our executor manager.
@@ -162,6 +169,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
             "accept anyone who reaches the port"
         )
     _check_flamepy_tls(auth, tls, cluster)
+    builtins = cluster.string_list("builtin_applications", BUILTIN_APPLICATIONS, BUILTIN_APPLICATIONS)
     return ClusterConfig(
         name=cluster.string("name", "flame"),
         endpoint=endpoint,
@@ -183,8 +191,8 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         provider=parse_provider(cluster),
         dashboard=parse_dashboard(cluster, tls is not None),
         auth=auth,
-        allowed_commands=parse_applications(cluster, loopback),
-        builtin_applications=cluster.string_list("builtin_applications", BUILTIN_APPLICATIONS, BUILTIN_APPLICATIONS),
+        allowed_commands=parse_applications(cluster, loopback, builtins),
+        builtin_applications=builtins,
     )
 
 
