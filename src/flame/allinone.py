@@ -199,8 +199,6 @@ class AllInOne:
         await self.session_manager.shutdown()
         if self.object_cache is not None:
             await asyncio.to_thread(self.object_cache.shutdown)
-        if self.object_cache is not None:
-            await asyncio.to_thread(self.object_cache.shutdown)
 
     async def __aenter__(self) -> AllInOne:
         await self.start()
