@@ -25,10 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +36,7 @@ from pathlib import Path
 
 import grpc
 import yaml
+from _flame_up import flame_up
 
 import flame
 from flame.apps.flmping import flmping_application_spec
@@ -70,12 +68,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write_tokens(path: Path, holders: int) -> str:
     """A tokens file with ``holders`` entries; returns the admin's token (the last entry, the slowest to find)."""
     entries = [{"name": f"user-{i}", "role": "user", "token": f"user-token-{i:04d}-0123456789"} for i in range(holders)]
@@ -85,37 +77,15 @@ def write_tokens(path: Path, holders: int) -> str:
 
 
 @contextlib.contextmanager
-def flame_up(name: str, work: Path, executors: int, holders: int) -> Iterator[Cluster]:
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    config = work / f"{name}.yaml"
+def cluster_up(name: str, work: Path, executors: int, holders: int) -> Iterator[Cluster]:
     token = None
+    section: dict[str, object] = {}
     if name == "token":
         token = write_tokens(work / "tokens.yaml", holders)
-        config.write_text(
-            yaml.safe_dump({"cluster": {"auth": {"mode": "token", "tokens_file": str(work / "tokens.yaml")}}})
-        )
-    else:
-        config.write_text("cluster: {}\n")
-    args = ["--log-level", "WARNING", "up", "--config", str(config), "--endpoint", endpoint]
-    args += ["--data-dir", str(work / name), "--storage", "memory", "--executors", str(executors)]
-    process = subprocess.Popen([sys.executable, "-m", "flame", *args], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with flame.connect(endpoint, timeout=1, token=token) as conn:
-                    if conn.list_nodes():
-                        break
-            except flame.Unavailable:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"flame up ({name}) did not start")
-            time.sleep(0.1)
-        yield Cluster(name, endpoint, process.pid, token)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
+        section = {"auth": {"mode": "token", "tokens_file": str(work / "tokens.yaml")}}
+    with flame_up(executors, "memory", section, data_dir=work / name) as up:
+        up.wait_for_node(token)
+        yield Cluster(name, up.endpoint, up.pid, token)
 
 
 def sdk_round(cluster: Cluster, tasks: int) -> float:
@@ -273,8 +243,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flame-auth-bench-") as tmp:
         work = Path(tmp)
         with (
-            flame_up("off", work, args.executors, args.holders) as off,
-            flame_up("token", work, args.executors, args.holders) as on,
+            cluster_up("off", work, args.executors, args.holders) as off,
+            cluster_up("token", work, args.executors, args.holders) as on,
         ):
             for round_ in range(args.rounds):
                 for cluster in (off, on) if round_ % 2 == 0 else (on, off):

@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -33,15 +30,11 @@ from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from _flame_up import FlameUp, flame_up
+
 import flame
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,36 +42,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-@dataclass
-class Cluster:
-    endpoint: str
-    pid: int
-    dashboard: str | None
-
-
 @contextlib.contextmanager
-def flame_up(executors: int, dashboard: bool) -> Iterator[Cluster]:
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="flame-bench-") as data_dir:
-        config = Path(data_dir) / "flame-cluster.yaml"
-        config.write_text(f"cluster:\n  dashboard:\n    enabled: {str(dashboard).lower()}\n    port: {port}\n")
-        cmd = [sys.executable, "-m", "flame", "--log-level", "WARNING", "up", "--config", str(config)]
-        cmd += ["--endpoint", endpoint, "--data-dir", data_dir, "--storage", "sqlite://flame.db"]
-        process = subprocess.Popen([*cmd, "--executors", str(executors)], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(flame.Unavailable), flame.connect(endpoint, timeout=1) as conn:
-                    if conn.list_nodes():
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("flame up did not start")
-                time.sleep(0.1)
-            yield Cluster(endpoint, process.pid, f"http://127.0.0.1:{port}/" if dashboard else None)
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
+def cluster_up(executors: int, dashboard: bool) -> Iterator[FlameUp]:
+    with flame_up(executors, "sqlite://flame.db", dashboard=dashboard) as cluster:
+        cluster.wait_for_node()
+        yield cluster
 
 
 class Watchers:
@@ -129,7 +97,7 @@ def watching(url: str, session_id: str) -> Iterator[None]:
         process.wait(10)
 
 
-def dashboard_cpu(cluster: Cluster) -> float:
+def dashboard_cpu(cluster: FlameUp) -> float:
     """The dashboard's own account of the CPU it took (flame_dashboard_cpu_seconds_total)."""
     if cluster.dashboard is None:
         return 0.0
@@ -147,7 +115,7 @@ class Round:
     rate: float  # tasks/s
 
 
-def run_round(cluster: Cluster, tasks: int, pages: bool = True) -> Round:
+def run_round(cluster: FlameUp, tasks: int, pages: bool = True) -> Round:
     """Session manager CPU per task (and the dashboard's share) for one batch of no-op tasks."""
     with flame.connect(cluster.endpoint) as conn:
         session = conn.create_session("flmping", min_instances=2)
@@ -181,7 +149,7 @@ def main() -> None:
         Watchers(*args.watch).run()
         return
     results: dict[bool, list[Round]] = {False: [], True: []}
-    with flame_up(args.executors, False) as off, flame_up(args.executors, True) as on:
+    with cluster_up(args.executors, False) as off, cluster_up(args.executors, True) as on:
         for _ in range(args.rounds):
             for dashboard, cluster in ((False, off), (True, on)):
                 results[dashboard].append(run_round(cluster, args.tasks, not args.no_pages))

@@ -15,55 +15,25 @@ Usage: flock /tmp/flame-bench.lock python benchmarks/executor.py [--items 10000]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from _flame_up import flame_up
 
 import flame
 
 
 def tiny(x: int) -> int:
     return x + 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def flame_up(executors: int, data_dir: str) -> Iterator[tuple[str, str]]:
-    """Run `flame up` (its own process) with an object cache; yield (endpoint, cache endpoint)."""
-    endpoint, cache = f"http://127.0.0.1:{free_port()}", f"grpc://127.0.0.1:{free_port()}"
-    args = ["up", "--endpoint", endpoint, "--cache-endpoint", cache, "--data-dir", data_dir, "--storage", "memory"]
-    cmd = [sys.executable, "-m", "flame", "--log-level", "WARNING", *args, "--executors", str(executors)]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(flame.Unavailable), flame.connect(endpoint, timeout=1) as conn:
-                if conn.list_nodes():
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("flame up did not start")
-            time.sleep(0.1)
-        yield endpoint, cache
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
 
 
 def rate(run: Callable[[], list[int]], items: int) -> float:
@@ -182,9 +152,11 @@ def main() -> None:
 
     pool_one, pool_chunked = pool_rates(args.items, args.chunksize, args.repeats)
     ray = ray_rate(args.items)
-    with tempfile.TemporaryDirectory(prefix="flame-bench-") as work, flame_up(2, work) as (endpoint, cache):
+    with flame_up(2, "memory") as cluster:
+        cluster.wait_for_node()
+        endpoint, cache = cluster.endpoint, cluster.cache_endpoint
         figures = executor_figures(endpoint, args.items, args.chunksize, args.repeats)
-        runner = None if args.no_runner else runner_first_calls(endpoint, cache, Path(work))
+        runner = None if args.no_runner else runner_first_calls(endpoint, cache, cluster.data_dir)
 
     print(f"map of a tiny function over {args.items} items (median of {args.repeats} runs), 2 workers each")
     print(f"  ProcessPoolExecutor(2)           chunksize 1   {pool_one:>10,.0f} tasks/s")

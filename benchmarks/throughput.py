@@ -27,12 +27,9 @@ import importlib.util
 import json
 import logging
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -40,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _flame_up import FlameUp, flame_up
 from _procfs import CpuMeter, cmdline, process_tree, pss_kb
 
 import flame
@@ -237,38 +235,7 @@ def run_ray(args: argparse.Namespace, ray: Any, actors: list[Any]) -> Run:
 # ---------------------------------------------------------------- Flame
 
 
-@dataclass
-class Cluster:
-    endpoint: str
-    port: int
-    process: subprocess.Popen[bytes]
-    spawned: float  # perf_counter() just before the spawn
-
-
-@contextlib.contextmanager
-def flame_up(executors: int, storage: str) -> Iterator[Cluster]:
-    """Run `flame up` (the real all-in-one: its own process) with a fresh data dir."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="flame-bench-") as data_dir:
-        args = ["up", "--endpoint", endpoint, "--data-dir", data_dir, "--storage", storage]
-        cmd = [sys.executable, "-m", "flame", "--log-level", "WARNING", *args, "--executors", str(executors)]
-        spawned = time.perf_counter()
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            yield Cluster(endpoint, port, process, spawned)
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_for_port(cluster: Cluster, timeout: float = 60.0) -> float:
+def wait_for_port(cluster: FlameUp, timeout: float = 60.0) -> float:
     """Seconds from the spawn until ``flame up`` accepts connections.
 
     A TCP probe every 5 ms, so no gRPC reconnect backoff adds to the start-up time.
