@@ -19,10 +19,9 @@ from typing import Any
 
 import grpc
 
-from flame.apps import builtin_applications
 from flame.config import CacheConfig, ClusterConfig
 from flame.config._agent import detect_capacity, socket_dir
-from flame.errors import AlreadyExists, Unavailable
+from flame.errors import Unavailable
 from flame.executor_manager import AgentSettings, ExecutorManager
 from flame.object_cache import ObjectCache
 from flame.protocol import backend_pb2
@@ -114,8 +113,6 @@ class AllInOne:
         return self.object_cache.endpoint if self.object_cache is not None else None
 
     async def start(self) -> None:
-        # Registered before the ports listen: a client may call the moment they do.
-        self.session_manager.before_serving.append(self._register_builtin_applications)
         await self.session_manager.start()
         try:
             if self.object_cache is not None:
@@ -127,11 +124,6 @@ class AllInOne:
         except BaseException:
             await self.shutdown()
             raise
-
-    async def _register_builtin_applications(self) -> None:
-        for name, spec in builtin_applications(self.config.builtin_applications).items():
-            with contextlib.suppress(AlreadyExists):
-                await self.session_manager.controller.register_application(name, spec)
 
     def _node_settings(self) -> AgentSettings:
         if self.executors is not None:

@@ -3,6 +3,7 @@ and a session manager killed with SIGKILL and restarted on the same data."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import flamepy
 import pytest
 
+import flame
 from tests.integration.conftest import free_port, process_alive, wait_for, write_service
 
 SERVICE = """
@@ -154,6 +156,24 @@ def test_three_processes_and_sigkill_restart(processes: Processes, tmp_path: Pat
     for i in range(21, 26):
         assert conn.get_session("sq-1").get_task(str(i)).output == str((i - 1) ** 2).encode()
     conn.close_session("sq-1")
+
+
+def test_a_standalone_session_manager_registers_the_builtins_and_keeps_them_across_a_restart(
+    processes: Processes,
+) -> None:
+    sm = processes.session_manager()
+    processes.executor_manager()
+    _connect(processes.endpoint)
+    with flame.connect(processes.endpoint) as conn:
+        assert {"flmexec", "flmfunc", "flmping", "flmrun"} <= {app.name for app in conn.list_applications()}
+        session = conn.create_session("flmping")
+        assert json.loads(session.run(b"").result(60))["session"] == session.id
+        session.close()
+    _stop(sm)
+    processes.session_manager()  # built-ins already in its database: start-up keeps them
+    _connect(processes.endpoint)
+    with flame.connect(processes.endpoint) as conn:
+        assert "flmping" in {app.name for app in conn.list_applications()}
 
 
 def test_services_die_with_a_killed_executor_manager_and_a_new_one_serves(processes: Processes, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from flame.apps import builtin_applications
 from flame.config import ClusterConfig, TlsConfig
+from flame.errors import AlreadyExists
 from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
 from flame.session_manager.auth import Auth, Identity, Role, build_auth
 from flame.session_manager.backend import BackendService
@@ -68,7 +70,7 @@ class SessionManager:
         self.provider: Provider = build_provider(config, self.controller, self.fleet)
         self.auth: Auth = build_auth(config.auth)  # a bad tokens file is refused here
         self._server: grpc.aio.Server | None = None
-        # Awaited after state is recovered and before the ports listen (the all-in-one registers built-ins).
+        # Awaited after state is recovered and the built-ins are registered, before the ports listen.
         self.before_serving: list[Callable[[], Awaitable[None]]] = []
         self._flamepy_server: grpc.aio.Server | None = None
         self.flamepy_port = 0  # cluster.auth.flamepy_endpoint's port, when set
@@ -83,9 +85,16 @@ class SessionManager:
         scheme = "https" if self.config.tls else "http"
         return f"{scheme}://{self.config.endpoint.host}:{self.port}"
 
+    async def _register_builtin_applications(self) -> None:
+        """cluster.builtin_applications, before a client can call; one already registered is kept as it is."""
+        for name, spec in builtin_applications(self.config.builtin_applications).items():
+            with contextlib.suppress(AlreadyExists):
+                await self.controller.register_application(name, spec)
+
     async def start(self) -> None:
         await self.storage.start()
         await self.controller.recover()
+        await self._register_builtin_applications()
         for step in self.before_serving:
             await step()
         dashboard = self._make_dashboard()
