@@ -23,7 +23,6 @@ from tests.integration.auth_helpers import bearer, token_of, write_tokens
 from tests.integration.conftest import free_port, wait_for
 
 FLMPING = "${FLAME_PYTHON} -m flame.apps.flmping"
-FLMPING_SPEC = {"command": "${FLAME_PYTHON}", "arguments": ["-m", "flame.apps.flmping"]}
 
 
 class Processes:
@@ -86,8 +85,6 @@ def test_sighup_reload_revokes_a_token_and_accepts_a_new_one(processes: Processe
     assert alice.list_sessions() == []
     with flame.connect(endpoint, token=token_of("bob")) as bob:
         bob.list_sessions()
-    with flame.connect(endpoint, token=token_of("admin")) as admin:
-        admin.register_application("flmping", FLMPING_SPEC)
     # alice watches a session of hers (no node: its task stays pending)
     channel = grpc.insecure_channel(endpoint.removeprefix("http://"))
     frontend, ext = frontend_pb2_grpc.FrontendStub(channel), ext_pb2_grpc.FrontendExtStub(channel)
@@ -150,7 +147,6 @@ def test_an_executor_manager_needs_a_node_token(processes: Processes, tmp_path: 
         processes.start(*common, "--node-name", "as-node", "--work-dir", str(tmp_path / "n"),
                         "--token-file", str(node_token))  # fmt: skip
         wait_for(lambda: [n.name for n in admin.list_nodes()] == ["as-node"], timeout=30)
-        admin.register_application("flmping", FLMPING_SPEC)
         session = admin.create_session("flmping", session_id="on-the-node")
         assert json.loads(session.run(b"").result(60))["session"] == "on-the-node"
 
@@ -271,7 +267,6 @@ def test_rotating_a_node_token_with_sighup(processes: Processes, tmp_path: Path)
     admin = wait_for(lambda: _connect(endpoint, token_of("admin")), timeout=30)
     assert isinstance(admin, flame.Connection)
     with admin:
-        admin.register_application("flmping", FLMPING_SPEC)
         node_token = tmp_path / "node.token"
         node_token.write_text(token_of("node"))
         agent = processes.start("executor-manager", "--session-manager", endpoint, "--node-name", "rotating",

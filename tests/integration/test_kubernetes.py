@@ -37,7 +37,7 @@ def emulation(tmp_path: Path) -> Iterator[Emulation]:
 def connect(cluster: KubeCluster, image: str | None = None) -> flame.Connection:
     conn = flame.connect(cluster.endpoint)
     spec = replace(flmping_application_spec(), delay_release=DELAY_RELEASE_S, image=image)
-    conn.register_application(APP, spec)
+    conn.update_application(APP, spec)
     return conn
 
 
