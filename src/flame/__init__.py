@@ -20,37 +20,15 @@ Service::
     flame.run(Echo())
 
 The names follow flamepy, so moving from flamepy is an import change. Importing this package
-loads the SDK only, never the session manager or the executor manager.
+loads nothing but the errors and types: the client and the service load on first use of one of
+their names, so `flame up`, a service or a CLI command pays only for what it uses.
 """
 
-from flame.client import (
-    AsyncConnection,
-    AsyncSession,
-    Connection,
-    Executor,
-    ObjectRef,
-    RemoteTraceback,
-    Session,
-    StatefulObject,
-    close_session,
-    common,
-    connect,
-    create_session,
-    delete_objects,
-    get_application,
-    get_object,
-    get_session,
-    list_applications,
-    list_executors,
-    list_nodes,
-    list_sessions,
-    open_session,
-    patch_object,
-    put_object,
-    register_application,
-    unregister_application,
-    update_object,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from flame.errors import (
     AlreadyExists,
     FlameError,
@@ -63,8 +41,85 @@ from flame.errors import (
     Unauthenticated,
     Unavailable,
 )
-from flame.service import ApplicationContext, FlameService, SessionContext, TaskContext, run
 from flame.types import ApplicationSpec, ResourceRequirement, SessionState, TaskState
+
+if TYPE_CHECKING:
+    from flame.client import (
+        AsyncConnection,
+        AsyncSession,
+        Connection,
+        Executor,
+        ObjectRef,
+        RemoteTraceback,
+        Session,
+        StatefulObject,
+        close_session,
+        common,
+        connect,
+        create_session,
+        delete_objects,
+        get_application,
+        get_object,
+        get_session,
+        list_applications,
+        list_executors,
+        list_nodes,
+        list_sessions,
+        open_session,
+        patch_object,
+        put_object,
+        register_application,
+        unregister_application,
+        update_object,
+    )
+    from flame.service import ApplicationContext, FlameService, SessionContext, TaskContext, run
+
+_CLIENT = (
+    "AsyncConnection",
+    "AsyncSession",
+    "Connection",
+    "Executor",
+    "ObjectRef",
+    "RemoteTraceback",
+    "Session",
+    "StatefulObject",
+    "close_session",
+    "common",
+    "connect",
+    "create_session",
+    "delete_objects",
+    "get_application",
+    "get_object",
+    "get_session",
+    "list_applications",
+    "list_executors",
+    "list_nodes",
+    "list_sessions",
+    "open_session",
+    "patch_object",
+    "put_object",
+    "register_application",
+    "unregister_application",
+    "update_object",
+)
+_SERVICE = ("ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run")
+_LAZY = {**dict.fromkeys(_CLIENT, "flame.client"), **dict.fromkeys(_SERVICE, "flame.service")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("client", "service"):  # as when this package imported them itself
+        return importlib.import_module(f"flame.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flame' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AlreadyExists",
