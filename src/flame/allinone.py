@@ -15,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,10 +23,12 @@ from flame.config import CacheConfig, ClusterConfig
 from flame.config._agent import detect_capacity, socket_dir
 from flame.errors import Unavailable
 from flame.executor_manager import AgentSettings, ExecutorManager
-from flame.object_cache import ObjectCache
 from flame.protocol import backend_pb2
 from flame.session_manager.server import SessionManager
 from flame.types import NodeState, ResourceRequirement
+
+if TYPE_CHECKING:
+    from flame.object_cache import ObjectCache
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +97,10 @@ class AllInOne:
     ) -> None:
         self.config = config
         self.session_manager = SessionManager(config)
-        # The object cache runs in this process: its Flight server has its own threads.
-        self.object_cache = ObjectCache(cache) if cache is not None else None
+        # The object cache runs in this process: its Flight server has its own threads. It is made
+        # in start(), off the event loop: pyarrow takes longer to import than the rest of flame up.
+        self.cache_config = cache
+        self.object_cache: ObjectCache | None = None
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
         self.ready_timeout = ready_timeout
@@ -113,17 +117,44 @@ class AllInOne:
         return self.object_cache.endpoint if self.object_cache is not None else None
 
     async def start(self) -> None:
-        await self.session_manager.start()
-        try:
-            if self.object_cache is not None:
-                await asyncio.to_thread(self.object_cache.start)
+        """Recover, register the local node, then listen; the object cache and the dashboard follow.
+
+        The node joins through its in-memory link before the port listens, so a client's first
+        session can bind at once. The cache's import and start-up run in a thread meanwhile, and
+        start() returns once everything serves.
+        """
+        cache: asyncio.Task[None] | None = None
+
+        async def start_node() -> None:
+            nonlocal cache
+            if self.cache_config is not None:
+                cache = asyncio.create_task(asyncio.to_thread(self._start_cache, self.cache_config))
+                if _planned_endpoint(self.cache_config) is None:
+                    await cache  # services must be told where it listens, known only once it does
             self.node = ExecutorManager(self._node_settings(), connect=self._connect)
             await self.node.start()
             self._node_task = asyncio.create_task(self.node.serve(), name="local-node")
             await self._wait_for_node()
+
+        self.session_manager.before_serving.append(start_node)
+        try:
+            await self.session_manager.start(web=False)
+            if cache is not None:
+                await cache
+            await self.session_manager.start_web()
         except BaseException:
+            if cache is not None:
+                with contextlib.suppress(BaseException):
+                    await cache  # never leave its thread binding a port behind
             await self.shutdown()
             raise
+
+    def _start_cache(self, config: CacheConfig) -> None:
+        from flame.object_cache import ObjectCache
+
+        cache = ObjectCache(config)
+        cache.start()
+        self.object_cache = cache
 
     def _node_settings(self) -> AgentSettings:
         if self.executors is not None:
@@ -145,8 +176,16 @@ class AllInOne:
             max_executors=max_executors,
             allowed_commands=self.config.allowed_commands.patterns,
             # Services (flamepy's get_object) find the object cache here.
-            service_env=(("FLAME_CACHE_ENDPOINT", self.object_cache.endpoint),) if self.object_cache else (),
+            service_env=(("FLAME_CACHE_ENDPOINT", self._cache_endpoint()),) if self.cache_config else (),
         )
+
+    def _cache_endpoint(self) -> str:
+        if self.object_cache is not None:
+            return self.object_cache.endpoint
+        assert self.cache_config is not None
+        planned = _planned_endpoint(self.cache_config)
+        assert planned is not None, "start() waits for a cache whose endpoint is not known in advance"
+        return planned
 
     async def _connect(self) -> LocalBackendCall:
         return LocalBackendCall(self.session_manager.backend.serve_node)
@@ -200,3 +239,11 @@ class AllInOne:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.shutdown()
+
+
+def _planned_endpoint(config: CacheConfig) -> str | None:
+    """Where the cache will be reached, when the config alone says (a fixed port on a named host)."""
+    ep = config.endpoint
+    if ep.port == 0 or config.network_interface or ep.host in ("0.0.0.0", "::") or ":" in ep.host:
+        return None
+    return ep.location

@@ -20,70 +20,37 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from flame.config import DashboardConfig, TlsConfig
 from flame.dashboard import _pages
-from flame.dashboard._grpc import CallCounter
+from flame.dashboard._dashboard import COOKIE
 from flame.dashboard._html import error_page
-from flame.dashboard._metrics import Metrics
-from flame.dashboard._publisher import OVERVIEW, SESSION_PREFIX, Publisher
-from flame.dashboard._state import ClusterState
+from flame.dashboard._publisher import OVERVIEW, SESSION_PREFIX
 
 if TYPE_CHECKING:
-    from flame.session_manager.controller import Controller
-    from flame.session_manager.scheduler import Decision
+    from flame.dashboard._dashboard import Dashboard
 
 logger = logging.getLogger(__name__)
 
-COOKIE = "flame_dashboard_token"
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Dashboard:
-    """start() / stop(); ``url`` once started. Owns the publisher and the metrics."""
+class WebServer:
+    """The HTTP side of a :class:`~flame.dashboard._dashboard.Dashboard`: its pages, streams and /metrics."""
 
-    def __init__(
-        self,
-        controller: Controller,
-        config: DashboardConfig,
-        tls: TlsConfig | None = None,
-        tick: float | None = None,
-    ) -> None:
-        self.config = config
-        self.tls = tls if not config.local else None  # TLS only where a token travels beyond this host
-        self.state = ClusterState(controller)
-        self.metrics = Metrics(self.state)
-        self.publisher = (
-            Publisher(self.state, self.metrics) if tick is None else Publisher(self.state, self.metrics, tick)
-        )
-        self.state.on_tasks_committed(self.metrics.committed)
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dashboard = dashboard
+        self.config = dashboard.config
+        self.tls = dashboard.tls
+        self.state = dashboard.state
+        self.metrics = dashboard.metrics
+        self.publisher = dashboard.publisher
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._static = _load_static()
 
     @property
     def url(self) -> str:
-        host = self.config.host
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
-
-    # ---- hooks for the session manager ------------------------------------------------------
-
-    def scheduled(self, decision: Decision, seconds: float) -> None:
-        self.state.scheduled(decision)
-        self.metrics.scheduled(decision.actions, seconds)
-
-    def storage_committed(self, records: int, seconds: float) -> None:
-        self.metrics.storage_committed(records, seconds)
-
-    def grpc_interceptor(self) -> CallCounter:
-        """Counts the gRPC server's calls by method and code (give it to grpc.aio.server)."""
-        return CallCounter(self.metrics.grpc_calls)
-
-    # ---- lifecycle --------------------------------------------------------------------------
+        return self.dashboard.url
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._errors, self._auth])
@@ -115,7 +82,7 @@ class Dashboard:
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self.port = self.dashboard.port = sockets[0].getsockname()[1] if sockets else self.config.port
         self.publisher.start()
         logger.info("dashboard at %s (metrics at %smetrics)", self.url, self.url)
 

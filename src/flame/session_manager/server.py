@@ -78,7 +78,8 @@ class SessionManager:
         self._stopped = asyncio.Event()
         self.port = 0
         self.backend_port = 0  # executor managers' mutual TLS port, when cluster.tls.ca_file is set
-        self.dashboard: Dashboard | None = None  # running once started, when cluster.dashboard.enabled
+        self.dashboard: Dashboard | None = None  # serving once started, when cluster.dashboard.enabled
+        self._dashboard_made: Dashboard | None = None
 
     @property
     def endpoint(self) -> str:
@@ -91,13 +92,14 @@ class SessionManager:
             with contextlib.suppress(AlreadyExists):
                 await self.controller.register_application(name, spec)
 
-    async def start(self) -> None:
+    async def start(self, *, web: bool = True) -> None:
+        """Recover, then listen; with ``web`` False the dashboard's HTTP side waits for start_web()."""
         await self.storage.start()
         await self.controller.recover()
         await self._register_builtin_applications()
         for step in self.before_serving:
             await step()
-        dashboard = self._make_dashboard()
+        dashboard = self._dashboard_made = self._make_dashboard()
         interceptors = [dashboard.grpc_interceptor()] if dashboard is not None else []
         auth = self.config.auth
         if auth.mode == "none" and not self.config.loopback_only:
@@ -143,9 +145,9 @@ class SessionManager:
         if self._flamepy_server is not None:
             await self._flamepy_server.start()
         await self.provider.start()
-        if dashboard is not None:
-            await self._start_dashboard(dashboard)
-        on_cycle = self.dashboard.scheduled if self.dashboard is not None else None
+        if dashboard is not None:  # its metrics count from the first call, before its pages serve
+            self.storage.on_batch_committed.append(dashboard.storage_committed)
+        on_cycle = dashboard.scheduled if dashboard is not None else None
         self._scheduler = asyncio.create_task(
             run_scheduler(
                 self.controller,
@@ -157,6 +159,8 @@ class SessionManager:
             ),
             name="scheduler",
         )
+        if web:
+            await self.start_web()
         logger.info(
             "session manager %s listening on %s (storage %s)", self.config.name, self.endpoint, self.storage.url
         )
@@ -172,6 +176,11 @@ class SessionManager:
 
         return Dashboard(self.controller, self.config.dashboard, self.config.tls)
 
+    async def start_web(self) -> None:
+        """Serve the dashboard's pages and /metrics, when enabled (start() does it unless told not to)."""
+        if self._dashboard_made is not None and self.dashboard is None:
+            await self._start_dashboard(self._dashboard_made)
+
     async def _start_dashboard(self, dashboard: Dashboard) -> None:
         settings = self.config.dashboard
         try:
@@ -182,7 +191,6 @@ class SessionManager:
                 raise OSError(f"cannot serve the dashboard on {where} (cluster.dashboard): {exc.strerror}") from exc
             logger.warning("dashboard not started: %s is in use (set cluster.dashboard.port)", where)
             return
-        self.storage.on_batch_committed.append(dashboard.storage_committed)
         self.dashboard = dashboard
 
     def _flamepy_listener(self, frontend: FrontendService, ext: FrontendExtService) -> grpc.aio.Server:
