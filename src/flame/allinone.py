@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -99,7 +101,9 @@ class AllInOne:
         self.session_manager = SessionManager(config)
         # The object cache runs in this process: its Flight server has its own threads. It is made
         # in start(), off the event loop: pyarrow takes longer to import than the rest of flame up.
-        self.cache_config = cache
+        # It checks callers as the session manager does, with the same tokens (one SIGHUP reloads both).
+        self.cache_config = dataclasses.replace(cache, auth=config.auth) if cache is not None else None
+        self._service_token = ""  # the local node's credential for the cache, in token mode
         self.object_cache: ObjectCache | None = None
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
@@ -152,7 +156,7 @@ class AllInOne:
     def _start_cache(self, config: CacheConfig) -> None:
         from flame.object_cache import ObjectCache
 
-        cache = ObjectCache(config)
+        cache = ObjectCache(config, authenticator=self.session_manager.auth.tokens)
         cache.start()
         self.object_cache = cache
 
@@ -175,9 +179,24 @@ class AllInOne:
             socket_dir=socket_dir(self.work_dir),
             max_executors=max_executors,
             allowed_commands=self.config.allowed_commands.patterns,
-            # Services (flamepy's get_object) find the object cache here.
-            service_env=(("FLAME_CACHE_ENDPOINT", self._cache_endpoint()),) if self.cache_config else (),
+            service_env=self._service_env(),
         )
+
+    def _service_env(self) -> tuple[tuple[str, str], ...]:
+        """Where services (flamepy's get_object too) find the object cache, and what lets them in."""
+        if self.cache_config is None:
+            return ()
+        env = {"FLAME_CACHE_ENDPOINT": self._cache_endpoint()}
+        if self.session_manager.auth.tokens is not None:
+            if not self._service_token:
+                self._service_token = secrets.token_urlsafe(32)
+                self.session_manager.add_node_token(self._service_token, self.node_name)
+            env["FLAME_CACHE_TOKEN"] = self._service_token
+        tls = self.config.tls
+        if self.cache_config.client_ca_file is not None and tls is not None:
+            # mtls: the cluster's own certificate, which the cache accepts if its CA signed it.
+            env["FLAME_CACHE_CERT_FILE"], env["FLAME_CACHE_KEY_FILE"] = tls.cert_file, tls.key_file
+        return tuple(env.items())
 
     def _cache_endpoint(self) -> str:
         if self.object_cache is not None:

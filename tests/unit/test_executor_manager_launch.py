@@ -97,3 +97,30 @@ def test_socket_path_stays_short(tmp_path: Path) -> None:
     assert hashed == socket_path_for(Path("/run/flame"), "x" * 120)
     with pytest.raises(ShimError, match="choose a shorter socket_dir"):
         socket_path_for(Path("/" + "d" * 100), "e1")
+
+
+def test_services_get_the_nodes_credential_for_the_object_cache_and_a_reloaded_token_file(tmp_path: Path) -> None:
+    from flame.executor_manager import AgentSettings
+    from flame.executor_manager.shims.host import _cache_credentials
+    from flame.types import ResourceRequirement
+
+    def settings(**extra: object) -> AgentSettings:
+        base = {"session_manager": "sm:8080", "node_name": "n", "capacity": ResourceRequirement(cpu=1)}
+        return AgentSettings(**base, work_dir=tmp_path, socket_dir=tmp_path, **extra)  # type: ignore[arg-type]
+
+    assert _cache_credentials(settings()) == {}
+    assert _cache_credentials(settings(token="t" * 20)) == {"FLAME_CACHE_TOKEN": "t" * 20}
+    token_file = tmp_path / "token"
+    token_file.write_text("rotated-token-0123456789\n")
+    assert _cache_credentials(settings(token="old-token-0123456789", token_file=token_file)) == {
+        "FLAME_CACHE_TOKEN": "rotated-token-0123456789"
+    }
+    token_file.unlink()  # unreadable now: the token the process already has
+    assert _cache_credentials(settings(token="old-token-0123456789", token_file=token_file)) == {
+        "FLAME_CACHE_TOKEN": "old-token-0123456789"
+    }
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    assert _cache_credentials(settings(tls_cert=cert, tls_key=key)) == {
+        "FLAME_CACHE_CERT_FILE": str(cert),
+        "FLAME_CACHE_KEY_FILE": str(key),
+    }

@@ -82,16 +82,20 @@ def run_up(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, stop.set)
         await cluster.start()
         try:
-            print(
-                f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}\n"
-                f"  export FLAME_ENDPOINT={cluster.endpoint}\n"
-                f"  export FLAME_CACHE_ENDPOINT={cluster.cache_endpoint}\n"
-                f"  object cache storage: {cache.storage}\n"
-                f"  executor logs: {cluster.work_dir / 'logs'}\n"
-                f"  dashboard: {cluster.session_manager.dashboard_url or 'off'}\n"
+            lines = [
+                f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}",
+                f"  export FLAME_ENDPOINT={cluster.endpoint}",
+                f"  export FLAME_CACHE_ENDPOINT={cluster.cache_endpoint}",
+                f"  object cache storage: {cache.storage}",
+            ]
+            if cluster.object_cache is not None and cluster.object_cache.flamepy_endpoint:
+                lines.append(f"  object cache for flamepy (no credentials): {cluster.object_cache.flamepy_endpoint}")
+            lines += [
+                f"  executor logs: {cluster.work_dir / 'logs'}",
+                f"  dashboard: {cluster.session_manager.dashboard_url or 'off'}",
                 "Press Ctrl-C to stop.",
-                flush=True,
-            )
+            ]
+            print("\n".join(lines), flush=True)
             serving = asyncio.ensure_future(cluster.serve())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -112,10 +116,13 @@ def run_object_cache(args: argparse.Namespace) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: cache.reload())  # re-read cluster.auth.tokens_file
     cache.start()
     try:
         print(f"Flame object cache is up: {cache.endpoint}, storage {cache.storage.url}", flush=True)
         print(f"  export FLAME_CACHE_ENDPOINT={cache.endpoint}", flush=True)
+        if cache.flamepy_endpoint:
+            print(f"  flamepy clients (no credentials): {cache.flamepy_endpoint}", flush=True)
         if args.ready_file:
             tmp = Path(f"{args.ready_file}.tmp")
             tmp.write_text(cache.endpoint + "\n")

@@ -158,20 +158,62 @@ class _LocalCache:
 _local = _LocalCache(_LOCAL_CACHE_SIZE)
 
 
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {what} {path!r}: {exc.strerror}") from None
+
+
+class _Bearer(flight.ClientMiddlewareFactory):
+    """Adds the bearer token to every call of one client."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._headers = {"authorization": f"Bearer {token}"}
+
+    def start_call(self, info: Any) -> flight.ClientMiddleware:
+        return _Headers(self._headers)
+
+
+class _Headers(flight.ClientMiddleware):
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__()
+        self._headers = headers
+
+    def sending_headers(self) -> dict[str, str]:
+        return self._headers
+
+
 class ObjectCacheClient:
     """Blocking and thread-safe; one per cache endpoint (a pyarrow FlightClient underneath)."""
 
-    def __init__(self, endpoint: str, ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        ca_file: str | None = None,
+        *,
+        token: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        """``token``: sent as ``authorization: Bearer`` on every call; ``cert_file``/``key_file``: a
+        client certificate for a cache that checks them (both PEM)."""
         location = endpoint.replace("grpcs://", "grpc+tls://", 1)
         if not location.startswith(("grpc://", "grpc+tls://", "grpc+tcp://")):
             raise InvalidArgument(
                 f"invalid cache endpoint {endpoint!r}: expected grpc://host:port or grpcs://host:port"
             )
         self.endpoint = endpoint
-        certs = Path(ca_file).read_bytes() if ca_file and location.startswith("grpc+tls") else None
         kwargs: dict[str, Any] = {"generic_options": _GRPC_OPTIONS}
-        if certs is not None:
-            kwargs["tls_root_certs"] = certs
+        if location.startswith("grpc+tls"):
+            if ca_file:
+                kwargs["tls_root_certs"] = _read(ca_file, "the cache's CA file")
+            if cert_file and key_file:
+                kwargs["cert_chain"] = _read(cert_file, "the client certificate")
+                kwargs["private_key"] = _read(key_file, "the client certificate's key")
+        if token:
+            kwargs["middleware"] = [_Bearer(token)]
         self._client = flight.FlightClient(location, **kwargs)
 
     def close(self) -> None:

@@ -79,6 +79,7 @@ class AsyncConnection(AsyncObjectMethods):
         logger.debug("connected to %s", resolved.url)
         connection = cls(resolved, channel)
         connection._cache_config_path = config  # the object cache is found through the same file
+        connection._cache_token = resolved.token
         return connection
 
     @property

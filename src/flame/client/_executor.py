@@ -27,7 +27,6 @@ import cloudpickle
 
 from flame.client import _funcs
 from flame.client._funcs import RemoteFailure, RemoteTraceback
-from flame.client._objects import cache_client
 from flame.client._sync import Connection, Session
 from flame.errors import InvalidArgument, InvalidState, RemoteError
 
@@ -111,7 +110,8 @@ class Executor(concurrent.futures.Executor):
 
     def _put(self, session_id: str, data: bytes) -> bytes:
         """Put ``data`` in the object cache under this application and session; its encoded ObjectRef."""
-        return cache_client(self._cache_endpoint).put_object(f"{self._application}/{session_id}", data).encode()
+        cache = self._connection.cache_at(self._cache_endpoint)
+        return cache.put_object(f"{self._application}/{session_id}", data).encode()
 
     # ---- concurrent.futures.Executor ----
 

@@ -21,24 +21,38 @@ if TYPE_CHECKING:
 
 DEFAULT_CACHE_ENDPOINT = "grpc://127.0.0.1:9090"  # flamepy's default
 
-_clients: dict[tuple[str, str | None], ObjectCacheClient] = {}
+_clients: dict[tuple[str, str | None, str | None, str | None], ObjectCacheClient] = {}
 _clients_lock = threading.Lock()
 
 
 def cache_client(
-    endpoint: str | None = None, ca_file: str | None = None, config: str | Path | None = None
+    endpoint: str | None = None,
+    ca_file: str | None = None,
+    config: str | Path | None = None,
+    *,
+    token: str | None = None,
 ) -> ObjectCacheClient:
-    """The process's client for ``endpoint`` (default: as flamepy resolves it), created on first use."""
+    """The process's client for ``endpoint`` (default: as flamepy resolves it), created on first use.
+
+    Credentials for a cluster with ``cluster.auth``: ``token``, else $FLAME_CACHE_TOKEN (what an
+    executor manager gives its services), else the client config's token ($FLAME_TOKEN,
+    $FLAME_TOKEN_FILE, the context's); a client certificate from $FLAME_CACHE_CERT_FILE and
+    $FLAME_CACHE_KEY_FILE, else as the client config names it.
+    """
     from flame.client._cache import ObjectCacheClient
 
+    client_config = load_client_config(config)
     if endpoint is None:
-        client_config = load_client_config(config)
         endpoint = client_config.cache_endpoint or DEFAULT_CACHE_ENDPOINT
         ca_file = ca_file or client_config.cache_ca_file or client_config.ca_file
+    token = token or os.environ.get("FLAME_CACHE_TOKEN") or client_config.token
+    cert_file, key_file = client_config.cert_file, client_config.key_file
+    if os.environ.get("FLAME_CACHE_CERT_FILE") and os.environ.get("FLAME_CACHE_KEY_FILE"):
+        cert_file, key_file = os.environ["FLAME_CACHE_CERT_FILE"], os.environ["FLAME_CACHE_KEY_FILE"]
     with _clients_lock:
-        key = (endpoint, ca_file)
+        key = (endpoint, ca_file, token, cert_file)
         if key not in _clients:
-            _clients[key] = ObjectCacheClient(endpoint, ca_file)
+            _clients[key] = ObjectCacheClient(endpoint, ca_file, token=token, cert_file=cert_file, key_file=key_file)
         return _clients[key]
 
 
@@ -59,6 +73,11 @@ class ObjectMethods:
     def cache(self) -> ObjectCacheClient:
         owner: AsyncObjectMethods = vars(self)["_async"]
         return owner.cache
+
+    def cache_at(self, endpoint: str | None) -> ObjectCacheClient:
+        """The client for the cache at ``endpoint`` (None: this connection's), with this connection's token."""
+        owner: AsyncObjectMethods = vars(self)["_async"]
+        return owner.cache_at(endpoint)
 
     def put_object(self, key_prefix: str, obj: Any) -> ObjectRef:
         """Store ``obj`` under ``<app>/<session>`` (the cache names it); returns its ObjectRef."""
@@ -91,13 +110,19 @@ class AsyncObjectMethods:
     """Mixed into AsyncConnection: the same calls as coroutines."""
 
     _cache_config_path: str | Path | None = None
+    _cache_token: str | None = None  # the connection's own token, which the cache accepts too
     _cache: ObjectCacheClient | None = None
 
     @property
     def cache(self) -> ObjectCacheClient:
         if self._cache is None:
-            self._cache = cache_client(config=self._cache_config_path)
+            self._cache = cache_client(config=self._cache_config_path, token=self._cache_token)
         return self._cache
+
+    def cache_at(self, endpoint: str | None) -> ObjectCacheClient:
+        if endpoint is None:
+            return self.cache
+        return cache_client(endpoint, config=self._cache_config_path, token=self._cache_token)
 
     async def put_object(self, key_prefix: str, obj: Any) -> ObjectRef:
         return await asyncio.to_thread(self.cache.put_object, key_prefix, obj)

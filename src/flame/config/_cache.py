@@ -6,7 +6,10 @@ cache:
   storage: "fs:///var/lib/flame/cache"  # or none (memory only)
   max_object_size: "1g"
   eviction: {policy: lru, max_memory: "8G", max_objects: 100000}
-  tls: {cert_file: ..., key_file: ...}
+  tls: {cert_file: ..., key_file: ..., ca_file: ...}   # ca_file: verify client certificates (auth mtls)
+  flamepy_endpoint: "grpc://10.0.0.5:9091"  # auth on: a second listener without credentials, for flamepy
+
+The cache checks callers as the session manager does, by ``cluster.auth`` in the same file.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame.config._auth import AuthConfig, is_loopback, parse_auth
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir
 from flame.errors import InvalidArgument
 
@@ -25,7 +29,7 @@ DEFAULT_CACHE_ENDPOINT = "grpc://127.0.0.1:9090"
 DEFAULT_MAX_OBJECT_SIZE = 1024**3
 MAX_OBJECT_SIZE_LIMIT = 2**31 - 1  # an object's bytes are one Arrow binary value
 DEFAULT_MAX_MEMORY = 1024**3
-_KEYS = ("endpoint", "network_interface", "storage", "max_object_size", "eviction", "tls")
+_KEYS = ("endpoint", "network_interface", "storage", "max_object_size", "eviction", "tls", "flamepy_endpoint")
 _IGNORED = ("pprof",)
 _EVICTION_KEYS = ("policy", "max_memory", "max_objects")
 _TLS_KEYS = ("cert_file", "key_file", "ca_file")
@@ -63,6 +67,12 @@ class CacheConfig:
     max_objects: int | None
     cert_file: str | None
     key_file: str | None
+    #: The CA whose client certificates the cache accepts (``cluster.auth.mode`` mtls).
+    client_ca_file: str | None = None
+    #: ``cluster.auth`` of the same file: who may call the cache.
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    #: With auth on, a second listener that asks for no credentials (flamepy 0.6.0 cannot send any).
+    flamepy_endpoint: CacheEndpoint | None = None
 
 
 def parse_cache_endpoint(text: object, key: str, source: str) -> CacheEndpoint:
@@ -109,7 +119,7 @@ def _build(
     eviction.check_keys(_EVICTION_KEYS)
     text = cache.raw("endpoint") if cache.has("endpoint") else DEFAULT_CACHE_ENDPOINT
     endpoint = parse_cache_endpoint(text, cache.key("endpoint"), source)
-    cert_file, key_file = _tls(cache)
+    cert_file, key_file, ca_file = _tls(cache)
     if endpoint.tls and cert_file is None:
         raise InvalidArgument(
             f"{source}: {cache.key('endpoint')} {text!r} serves TLS but {cache.key('tls')} is not set: "
@@ -128,6 +138,9 @@ def _build(
     policy = eviction.string("policy", "lru")
     if policy not in ("lru", "none"):
         raise eviction.error("policy", policy, "one of: lru, none")
+    auth = parse_auth(root.section("cluster"), base_dir)
+    flamepy_endpoint = _flamepy_endpoint(cache, auth, source)
+    _check_client_certificates(cache, auth, endpoint, ca_file, source)
     return CacheConfig(
         endpoint=endpoint,
         network_interface=cache.optional_string("network_interface"),
@@ -138,12 +151,41 @@ def _build(
         max_objects=eviction.optional_integer("max_objects", 1),
         cert_file=cert_file,
         key_file=key_file,
+        client_ca_file=ca_file if auth.mode == "mtls" else None,
+        auth=auth,
+        flamepy_endpoint=flamepy_endpoint,
     )
 
 
-def _tls(cache: Section) -> tuple[str | None, str | None]:
+def _flamepy_endpoint(cache: Section, auth: AuthConfig, source: str) -> CacheEndpoint | None:
+    if not cache.has("flamepy_endpoint"):
+        return None
+    if auth.mode == "none":
+        raise InvalidArgument(
+            f"{source}: {cache.key('flamepy_endpoint')} needs cluster.auth.mode token or mtls "
+            "(with none the cache asks nobody for credentials already)"
+        )
+    endpoint = parse_cache_endpoint(cache.raw("flamepy_endpoint"), cache.key("flamepy_endpoint"), source)
+    if endpoint.tls:
+        raise cache.error("flamepy_endpoint", cache.raw("flamepy_endpoint"), "a plain grpc://host:port listener")
+    return endpoint
+
+
+def _check_client_certificates(
+    cache: Section, auth: AuthConfig, endpoint: CacheEndpoint, ca_file: str | None, source: str
+) -> None:
+    """With mtls, a cache off loopback must verify client certificates, so it needs TLS and a CA."""
+    if auth.mode != "mtls" or (ca_file is not None and endpoint.tls) or is_loopback(endpoint.host):
+        return
+    raise InvalidArgument(
+        f"{source}: cluster.auth.mode is mtls, so the object cache on {endpoint} must check client "
+        f"certificates: serve grpcs:// and give {cache.key('tls')}.ca_file (the CA that signs them)"
+    )
+
+
+def _tls(cache: Section) -> tuple[str | None, str | None, str | None]:
     if not cache.has("tls"):
-        return None, None
+        return None, None, None
     tls = cache.section("tls")
     tls.check_keys(_TLS_KEYS)
     cert_file, key_file = tls.optional_string("cert_file"), tls.optional_string("key_file")
@@ -152,7 +194,7 @@ def _tls(cache: Section) -> tuple[str | None, str | None]:
         raise InvalidArgument(
             f"{tls.source}: {tls.path} needs both cert_file and key_file (given: {', '.join(given) or 'neither'})"
         )
-    return cert_file, key_file
+    return cert_file, key_file, tls.optional_string("ca_file")
 
 
 def _storage(cache: Section, env: Mapping[str, str], base_dir: Path | None, default: str) -> str:

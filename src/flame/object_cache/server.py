@@ -65,8 +65,23 @@ def _fields(schema: pa.Schema) -> str:
 class CacheFlightServer(flight.FlightServerBase):
     """Serves ``store`` at ``location``; ``public`` is the endpoint written into ObjectRefs."""
 
-    def __init__(self, location: str, store: ObjectStore, public: str, tls: list[Any] | None = None) -> None:
-        super().__init__(location, tls_certificates=tls or [])
+    def __init__(
+        self,
+        location: str,
+        store: ObjectStore,
+        public: str,
+        tls: list[Any] | None = None,
+        *,
+        guard: flight.ServerMiddlewareFactory | None = None,
+        client_ca: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            location,
+            tls_certificates=tls or [],
+            verify_client=client_ca is not None,
+            root_certificates=client_ca,
+            middleware={"auth": guard} if guard is not None else None,
+        )
         self.store = store
         self.public = public
 

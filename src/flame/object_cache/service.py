@@ -14,12 +14,16 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flame.config import CacheConfig
+from flame.config import CacheConfig, CacheEndpoint
 from flame.errors import InvalidArgument, Unavailable
+from flame.object_cache.auth import CacheGuard
 from flame.object_cache.eviction import EvictionConfig
 from flame.object_cache.server import CacheFlightServer
 from flame.object_cache.storage import open_storage
 from flame.object_cache.store import ObjectStore
+from flame.session_manager.auth.guard import Authenticator
+from flame.session_manager.auth.identity import FixedIdentity, Identity, TokenAuthenticator
+from flame.session_manager.auth.roles import Role
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +62,30 @@ def _outward_address() -> str:
 class ObjectCache:
     """``start()`` binds (port 0: any free port, see ``endpoint``); ``serve()`` blocks; ``shutdown()``."""
 
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, authenticator: Authenticator | None = None) -> None:
+        """``authenticator``: who may call (default: by ``config.auth``; ``flame up`` shares its
+        session manager's, so one SIGHUP reloads both)."""
         self.config = config
         self.storage = open_storage(config.storage)
         eviction = EvictionConfig(config.eviction_policy, config.max_memory, config.max_objects)
         self.store = ObjectStore(self.storage, eviction, config.max_object_size)
+        self._tokens: TokenAuthenticator | None = None
+        if authenticator is None and config.auth.mode == "token":
+            assert config.auth.tokens_file is not None  # the config refuses token mode without one
+            authenticator = self._tokens = TokenAuthenticator(config.auth.tokens_file)  # InvalidArgument if bad
+        self._authenticator = authenticator
         self._server: CacheFlightServer | None = None
+        self._flamepy: CacheFlightServer | None = None
         self._stopped = threading.Event()
         self.endpoint = ""
+        self.flamepy_endpoint = ""  # where the flamepy listener serves, when config.flamepy_endpoint is set
+
+    def reload(self) -> bool:
+        """Re-read the tokens file (SIGHUP); False when this cache has none of its own or it was refused."""
+        if self._tokens is None:
+            logger.info("SIGHUP: nothing to reload (cluster.auth.mode is %s)", self.config.auth.mode)
+            return False
+        return self._tokens.reload()
 
     def start(self) -> None:
         loaded = self.store.load()
@@ -82,16 +102,31 @@ class ObjectCache:
                     tls = [flight.CertKeyPair(cert.read(), key.read())]
             except OSError as exc:
                 raise InvalidArgument(f"cache.tls: cannot read {exc.filename!r}: {exc.strerror}") from exc
-        bind = f"[{host}]" if ":" in host else host
-        placeholder = f"{scheme}://{bind}:{ep.port}"
-        try:
-            self._server = CacheFlightServer(placeholder, self.store, placeholder, tls)
-        except (OSError, pa.ArrowException) as exc:
-            raise Unavailable(f"the object cache cannot listen on {placeholder}: {exc}") from exc
-        public_host = _outward_address() if host in ("0.0.0.0", "::") else host
-        public_host = f"[{public_host}]" if ":" in public_host else public_host
-        self.endpoint = self._server.public = f"{scheme}://{public_host}:{self._server.port}"
-        logger.info("object cache serving at %s, storage %s", self.endpoint, self.storage.url)
+        client_ca = _read(self.config.client_ca_file, "cache.tls.ca_file") if self.config.client_ca_file else None
+        guard = CacheGuard(self._authenticator, "cache") if self._authenticator is not None else None
+        self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca)
+        self.endpoint = self._server.public
+        if self.config.flamepy_endpoint is not None:
+            try:
+                self._flamepy = self._listen_for_flamepy(self.config.flamepy_endpoint)
+            except BaseException:
+                self.shutdown()  # never leave the main listener behind
+                raise
+            self.flamepy_endpoint = self._flamepy.public
+        if self.config.auth.mode == "mtls" and client_ca is None:
+            logger.warning("cluster.auth.mode is mtls but the object cache on loopback checks no certificates")
+        logger.info(
+            "object cache serving at %s%s, storage %s",
+            self.endpoint,
+            f" (flamepy: {self.flamepy_endpoint})" if self.flamepy_endpoint else "",
+            self.storage.url,
+        )
+
+    def _listen_for_flamepy(self, endpoint: CacheEndpoint) -> CacheFlightServer:
+        """No credentials asked; every call is identity ``flamepy`` with cluster.auth.flamepy_role."""
+        role = Role(self.config.auth.flamepy_role)
+        guard = CacheGuard(FixedIdentity(Identity("flamepy", role, "flamepy listener")), "cache flamepy listener")
+        return _listen("grpc", endpoint.host, endpoint.port, self.store, [], guard, None)
 
     def serve(self) -> None:
         """Block until shutdown()."""
@@ -99,10 +134,12 @@ class ObjectCache:
         self._stopped.wait()
 
     def shutdown(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
+        servers = [s for s in (self._flamepy, self._server) if s is not None]
+        self._server = self._flamepy = None
+        for server in servers:
             server.shutdown()
             server.wait()
+        if servers:
             logger.info("object cache stopped")
         self._stopped.set()
 
@@ -114,3 +151,33 @@ class ObjectCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+
+def _read(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"{key}: cannot read {exc.filename!r}: {exc.strerror}") from exc
+
+
+def _listen(
+    scheme: str,
+    host: str,
+    port: int,
+    store: ObjectStore,
+    tls: list[flight.CertKeyPair],
+    guard: CacheGuard | None,
+    client_ca: bytes | None,
+) -> CacheFlightServer:
+    """A Flight server on ``host:port`` (0: any free port) whose ObjectRefs name where it is reachable."""
+    bind = f"[{host}]" if ":" in host else host
+    placeholder = f"{scheme}://{bind}:{port}"
+    try:
+        server = CacheFlightServer(placeholder, store, placeholder, tls, guard=guard, client_ca=client_ca)
+    except (OSError, pa.ArrowException) as exc:
+        raise Unavailable(f"the object cache cannot listen on {placeholder}: {exc}") from exc
+    public_host = _outward_address() if host in ("0.0.0.0", "::") else host
+    public_host = f"[{public_host}]" if ":" in public_host else public_host
+    server.public = f"{scheme}://{public_host}:{server.port}"
+    return server

@@ -21,6 +21,8 @@ _BY_NAME: dict[str, type[errors.FlameError]] = {
         errors.InvalidState,
         errors.Unavailable,
         errors.Internal,
+        errors.Unauthenticated,
+        errors.PermissionDenied,
     )
 }
 
@@ -32,6 +34,10 @@ def flight_error(exc: errors.FlameError) -> flight.FlightError:
         return flight.FlightUnavailableError(exc.message, extra)
     if isinstance(exc, errors.Internal):
         return flight.FlightInternalError(exc.message, extra)
+    if isinstance(exc, errors.Unauthenticated):
+        return flight.FlightUnauthenticatedError(exc.message, extra)
+    if isinstance(exc, errors.PermissionDenied):
+        return flight.FlightUnauthorizedError(exc.message, extra)
     return flight.FlightServerError(exc.message, extra)
 
 

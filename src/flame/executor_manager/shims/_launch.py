@@ -22,6 +22,10 @@ INSTANCE_ENDPOINT = "FLAME_INSTANCE_ENDPOINT"
 EXECUTOR_ID = "FLAME_EXECUTOR_ID"
 SESSION_ID = "FLAME_SESSION_ID"
 PYTHON = "FLAME_PYTHON"
+# The node's credential, for the object cache only (flame.client.cache_client reads them).
+CACHE_TOKEN = "FLAME_CACHE_TOKEN"
+CACHE_CERT_FILE = "FLAME_CACHE_CERT_FILE"
+CACHE_KEY_FILE = "FLAME_CACHE_KEY_FILE"
 
 # sun_path holds 108 bytes on Linux and 104 on macOS; stay clear of both.
 MAX_SOCKET_PATH = 100
@@ -54,6 +58,20 @@ def socket_path_for(socket_dir: Path, executor_id: str) -> Path:
             f"(limit {MAX_SOCKET_PATH} bytes): choose a shorter socket_dir"
         )
     return path
+
+
+def cache_credentials(token: str | None, cert_file: Path | None, key_file: Path | None) -> dict[str, str]:
+    """What lets a service reach an object cache that checks callers: the node's own credential.
+
+    A service runs as the executor manager's user and could read that credential anyway; the
+    cache accepts role node for reads and writes, the session manager only on its Backend.
+    """
+    env: dict[str, str] = {}
+    if token:
+        env[CACHE_TOKEN] = token
+    if cert_file is not None and key_file is not None:
+        env[CACHE_CERT_FILE], env[CACHE_KEY_FILE] = str(cert_file), str(key_file)
+    return env
 
 
 def service_environment(
@@ -111,4 +129,12 @@ def plan_launch(
     return Launch(argv=build_argv(application, spec, env, cwd), env=env, cwd=cwd, socket_path=socket_path)
 
 
-__all__ = ["Launch", "build_argv", "expand", "plan_launch", "service_environment", "socket_path_for"]
+__all__ = [
+    "Launch",
+    "build_argv",
+    "cache_credentials",
+    "expand",
+    "plan_launch",
+    "service_environment",
+    "socket_path_for",
+]

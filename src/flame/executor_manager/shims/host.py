@@ -23,10 +23,11 @@ from typing import Any
 
 import grpc
 
-from flame.config import CommandAllowlist, command_line
+from flame.config import CommandAllowlist, command_line, read_token_file
+from flame.errors import InvalidArgument
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
-from flame.executor_manager.shims._launch import Launch, plan_launch
+from flame.executor_manager.shims._launch import Launch, cache_credentials, plan_launch
 from flame.executor_manager.shims._stream import TaskStream, open_task_stream
 from flame.protocol import shim_pb2, shim_pb2_grpc, types_pb2
 from flame.types import ApplicationSpec, Shim
@@ -113,7 +114,7 @@ class HostService:
             session_id=session_id,
             work_dir=settings.work_dir,
             socket_dir=settings.socket_dir,
-            base_env={**os.environ, **dict(settings.service_env)},
+            base_env={**os.environ, **_cache_credentials(settings), **dict(settings.service_env)},
         )
         log_file = settings.log_dir / f"{executor_id}.log"
         try:
@@ -278,6 +279,15 @@ class HostService:
     def _signal_group(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signum)
+
+
+def _cache_credentials(settings: AgentSettings) -> dict[str, str]:
+    """The node's credential as its services get it; the token file is read now, so a reload counts."""
+    token = settings.token
+    if settings.token_file is not None:
+        with contextlib.suppress(InvalidArgument):  # unreadable now: the token this process has
+            token = read_token_file(settings.token_file, "executor manager", "token_file")
+    return cache_credentials(token, settings.tls_cert, settings.tls_key)
 
 
 def _pid_dir(work_dir: Path) -> Path:
