@@ -133,7 +133,7 @@ class AllInOne:
             nonlocal cache
             if self.cache_config is not None:
                 cache = asyncio.create_task(asyncio.to_thread(self._start_cache, self.cache_config))
-                if _planned_endpoint(self.cache_config) is None:
+                if _planned_endpoint(self.cache_config) is None or self.cache_config.flamepy_endpoint is not None:
                     await cache  # services must be told where it listens, known only once it does
             self.node = ExecutorManager(self._node_settings(), connect=self._connect)
             await self.node.start()
@@ -186,7 +186,9 @@ class AllInOne:
         """Where services (flamepy's get_object too) find the object cache, and what lets them in."""
         if self.cache_config is None:
             return ()
-        env = {"FLAME_CACHE_ENDPOINT": self._cache_endpoint()}
+        # With a flamepy listener, services use it: flamepy's (flmrun's) put_object sends no token.
+        flamepy = self.object_cache.flamepy_endpoint if self.object_cache is not None else ""
+        env = {"FLAME_CACHE_ENDPOINT": flamepy or self._cache_endpoint()}
         if self.session_manager.auth.tokens is not None:
             if not self._service_token:
                 self._service_token = secrets.token_urlsafe(32)

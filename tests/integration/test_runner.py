@@ -23,11 +23,12 @@ from flame.testing import LocalCluster
 PROJECT = Path(__file__).parent / "runner_project"
 
 
-def run_in_project(cluster: LocalCluster, project: Path, home: Path, script: str, *args: str) -> dict[str, Any]:
+def run_in_project(endpoints: tuple[str, str], project: Path, home: Path, script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` against the cluster at ``endpoints`` (session manager, object cache)."""
     env = {
         **os.environ,
-        "FLAME_ENDPOINT": cluster.endpoint,
-        "FLAME_CACHE_ENDPOINT": cluster.cache_endpoint,
+        "FLAME_ENDPOINT": endpoints[0],
+        "FLAME_CACHE_ENDPOINT": endpoints[1],
         "HOME": str(home),  # no ~/.flame/flame.yaml of the user running the tests
         "PYTHONPATH": str(project),
     }
@@ -51,7 +52,8 @@ def runner_cluster() -> Iterator[LocalCluster]:
 def seen(runner_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     project = tmp_path_factory.mktemp("runner") / "project"
     shutil.copytree(PROJECT, project)
-    return run_in_project(runner_cluster, project, project.parent, "run_runner.py", "runner-demo")
+    endpoints = (runner_cluster.endpoint, runner_cluster.cache_endpoint)
+    return run_in_project(endpoints, project, project.parent, "run_runner.py", "runner-demo")
 
 
 def test_flmrun_is_a_builtin_application(runner_cluster: LocalCluster) -> None:
@@ -103,3 +105,32 @@ def test_the_application_is_unregistered_when_the_runner_closes(
     assert seen["unregistered"] is True
     with flame.connect(runner_cluster.endpoint) as conn:
         assert conn.get_application("runner-demo") is None
+
+
+def test_the_runner_works_on_a_token_secured_cluster_through_the_flamepy_listeners(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.integration.auth_helpers import write_tokens
+
+    home = tmp_path_factory.mktemp("secured")
+    auth = {
+        "mode": "token",
+        "tokens_file": str(write_tokens(home / "tokens.yaml")),
+        "flamepy_endpoint": "http://127.0.0.1:0",
+        "flamepy_role": "admin",  # the Runner registers its application
+    }
+    cache = {"flamepy_endpoint": "grpc://127.0.0.1:0"}
+    with LocalCluster(executors=2, cluster={"auth": auth}, cache=cache) as cluster:
+        assert cluster.cluster is not None and cluster.cluster.object_cache is not None
+        with pytest.raises(flame.Unauthenticated), flame.connect(cluster.endpoint) as conn:
+            conn.list_applications()  # the main listeners want a token
+        project = home / "project"
+        shutil.copytree(PROJECT, project)
+        flamepy_listeners = (
+            f"http://127.0.0.1:{cluster.cluster.session_manager.flamepy_port}",
+            cluster.cluster.object_cache.flamepy_endpoint,
+        )
+        seen = run_in_project(flamepy_listeners, project, home, "run_runner.py", "runner-secured")
+    assert seen["function_100"] == [i * i for i in range(100)]
+    assert seen["objectref_arg"] == 10 and seen["objectref_result"] == 10 and seen["objectfuture_arg"] == 100
+    assert seen["unregistered"] is True

@@ -33,7 +33,7 @@ class LocalCluster:
         self.config = cluster_config_from_dict({"cluster": section}, source="LocalCluster")
         # An object cache on a free port, memory only unless ``cache`` says otherwise.
         cache_section = {"endpoint": "grpc://127.0.0.1:0", "storage": "none", **(cache or {})}
-        self.cache_config = cache_config_from_dict({"cache": cache_section}, source="LocalCluster")
+        self.cache_config = cache_config_from_dict({"cluster": section, "cache": cache_section}, source="LocalCluster")
         self._executors = executors
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="flame-local-cluster", daemon=True)
