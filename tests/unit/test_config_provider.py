@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -84,3 +85,28 @@ def test_bad_values_are_named(value: Any, message: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         provider(value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("cache_endpoint", "ftp://cache:9090", "grpc://host:port or grpcs://host:port"),
+        ("cache_endpoint", "grpc://cache:0", "an endpoint pods can reach"),
+        ("token_secret", "Not_A_Name", "a Kubernetes object name"),
+    ],
+)
+def test_bad_cache_endpoint_and_token_secret_are_named(key: str, value: str, accepted: str) -> None:
+    with pytest.raises(InvalidArgument, match=rf"provider\.kubernetes\.{key}.*{re.escape(accepted)}"):
+        provider({"kubernetes": {key: value}})
+
+
+def test_token_auth_with_pods_needs_the_pods_node_token(tmp_path: Any) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens: [{name: a, role: admin, token: 0123456789abcdef0123}]\n")
+    auth = {"mode": "token", "tokens_file": str(tokens)}
+    with pytest.raises(InvalidArgument, match=r"set cluster\.provider\.kubernetes\.token_secret"):
+        cluster_config_from_dict({"cluster": {"auth": auth, "provider": "kubernetes"}})
+    k = cluster_config_from_dict(
+        {"cluster": {"auth": auth, "provider": {"kubernetes": {"token_secret": "flame-node-token"}}}}
+    ).provider
+    assert k is not None and k.token_secret == "flame-node-token"

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from flame.config import cluster_config_from_dict
+from flame.config import cache_config_from_dict, cluster_config_from_dict
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
 K8S_VERSION = "1.33"
@@ -100,5 +100,25 @@ def test_the_config_map_is_a_valid_cluster_config_for_the_objects_around_it(obje
     assert provider.session_manager.port == services[host]["spec"]["ports"][0]["port"]
     accounts = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
     assert provider.service_account in accounts and provider.owner_configmap == configmap["metadata"]["name"]
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
+
+
+def test_the_object_cache_loads_the_same_config_and_pods_reach_it_through_its_service(objects: list[Obj]) -> None:
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    data = yaml.safe_load(configmap["data"]["flame-cluster.yaml"])
+    cache = cache_config_from_dict(data, "configmap")
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    container = deployments["flame-object-cache"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["flame", "object-cache"]
+    assert container["ports"][0]["containerPort"] == cache.endpoint.port
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert cache.storage == f"fs://{mounts['objects']}"
+    provider = cluster_config_from_dict(data, "configmap").provider
+    assert provider is not None and provider.cache_endpoint is not None
+    host, _, port = provider.cache_endpoint.removeprefix("grpc://").partition(":")
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    name, _, namespace = host.partition(".")
+    assert namespace.split(".")[0] == configmap["metadata"]["namespace"]
+    assert int(port) == services[name]["spec"]["ports"][0]["port"]
+    assert services[name]["spec"]["selector"] == deployments["flame-object-cache"]["spec"]["selector"]["matchLabels"]

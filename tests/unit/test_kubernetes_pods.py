@@ -148,3 +148,15 @@ def test_idle_pod_of_a_session_still_short_is_kept() -> None:
     state = pods(PodInfo("idle", "a", "app", 0.0))
     assert plan_pods(state, {"a": 1}, s, {}, 1, 10, now=100.0).delete == []
     assert plan_pods(state, {}, s, {}, 1, 10, now=100.0).delete == [("idle", "idle for 0 ms (delay_release)")]
+
+
+def test_pods_get_the_cache_endpoint_and_their_node_token_from_a_secret() -> None:
+    k = config(cache_endpoint="grpc://flame-object-cache.flame.svc:9090", token_secret="flame-node-token")
+    request = PodRequest(pod_name("flame", "s"), "s", "app", R)
+    pod = pod_manifest(k, "flame", "ns", request, None)
+    kubernetes_validate.validate(pod, "1.33", strict=True)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["FLAME_CACHE_ENDPOINT"]["value"] == "grpc://flame-object-cache.flame.svc:9090"
+    assert env["FLAME_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "flame-node-token", "key": "token"}}
+    plain = pod_manifest(config(), "flame", "ns", request, None)
+    assert {e["name"] for e in plain["spec"]["containers"][0]["env"]} == {"FLAME_SESSION_MANAGER", "FLAME_NODE_NAME"}

@@ -169,6 +169,12 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
             "accept anyone who reaches the port"
         )
     _check_flamepy_tls(auth, tls, cluster)
+    provider = parse_provider(cluster)
+    if provider is not None and auth.mode == "token" and provider.token_secret is None:
+        raise InvalidArgument(
+            f"{cluster.source}: {cluster.key('auth')}.mode is token, so executor-manager pods need a node "
+            f"token: set {cluster.key('provider')}.kubernetes.token_secret to a Secret whose key 'token' holds one"
+        )
     builtins = cluster.string_list("builtin_applications", BUILTIN_APPLICATIONS, BUILTIN_APPLICATIONS)
     return ClusterConfig(
         name=cluster.string("name", "flame"),
@@ -188,7 +194,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         max_common_data_size=limits.size("max_common_data_size", DEFAULT_MAX_COMMON_DATA_SIZE),
         tls=tls,
         data_dir=data_dir,
-        provider=parse_provider(cluster),
+        provider=provider,
         dashboard=parse_dashboard(cluster, tls is not None),
         auth=auth,
         allowed_commands=parse_applications(cluster, loopback, builtins),

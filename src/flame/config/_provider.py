@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from flame.config._cache import parse_cache_endpoint
 from flame.config._endpoint import Endpoint, parse_endpoint_from
 from flame.config._values import Section
 from flame.errors import InvalidArgument
@@ -45,6 +46,8 @@ _KEYS = (
     "owner_configmap",
     "max_pod_failures",
     "failure_backoff",
+    "cache_endpoint",
+    "token_secret",
 )
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -73,6 +76,8 @@ class KubernetesConfig:
     owner_configmap: str | None = None  # pods are owned by this ConfigMap (garbage-collected with it)
     max_pod_failures: int = 3  # pods of a session failing in a row before it gives up (event 1002)
     failure_backoff: float = 2.0  # wait after a failed pod, doubled after each further one
+    cache_endpoint: str | None = None  # the object cache, as pods and their services reach it
+    token_secret: str | None = None  # a Secret whose key ``token`` is the pods' node token (auth token)
 
 
 def parse_provider(cluster: Section) -> KubernetesConfig | None:
@@ -127,7 +132,18 @@ def _kubernetes(section: Section) -> KubernetesConfig:
         owner_configmap=_name(section, "owner_configmap"),
         max_pod_failures=section.integer("max_pod_failures", 3, 1),
         failure_backoff=section.number("failure_backoff", 2.0, 0, inclusive=True, unit="seconds"),
+        cache_endpoint=_cache_endpoint(section),
+        token_secret=_name(section, "token_secret"),
     )
+
+
+def _cache_endpoint(section: Section) -> str | None:
+    if not section.has("cache_endpoint"):
+        return None
+    endpoint = parse_cache_endpoint(section.raw("cache_endpoint"), section.key("cache_endpoint"), section.source)
+    if endpoint.port == 0:
+        raise section.error("cache_endpoint", section.raw("cache_endpoint"), "an endpoint pods can reach (not port 0)")
+    return f"{'grpcs' if endpoint.tls else 'grpc'}://{endpoint.host}:{endpoint.port}"
 
 
 def _name(section: Section, key: str) -> str | None:

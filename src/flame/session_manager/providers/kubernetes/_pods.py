@@ -133,6 +133,13 @@ def pod_manifest(config: KubernetesConfig, cluster: str, namespace: str, request
             }
         ],
     }
+    env = spec["containers"][0]["env"]
+    if config.cache_endpoint is not None:  # the executor manager's services inherit it
+        env.append({"name": "FLAME_CACHE_ENDPOINT", "value": config.cache_endpoint})
+    if config.token_secret is not None:
+        env.append(
+            {"name": "FLAME_TOKEN", "valueFrom": {"secretKeyRef": {"name": config.token_secret, "key": "token"}}}
+        )
     if config.node_selector:
         spec["nodeSelector"] = dict(config.node_selector)
     if config.tolerations:
