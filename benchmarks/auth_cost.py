@@ -39,7 +39,6 @@ import yaml
 from _flame_up import flame_up
 
 import flame
-from flame.apps.flmping import flmping_application_spec
 from flame.config import cluster_config_from_dict
 from flame.protocol import ext_pb2, ext_pb2_grpc, frontend_pb2, frontend_pb2_grpc, types_pb2
 from flame.session_manager.auth import Guard
@@ -210,7 +209,6 @@ async def _per_call(work: Path, holders: int, rounds: int, calls: int) -> dict[s
             section["auth"] = {"mode": "token", "tokens_file": str(work / "tokens.yaml")}
         managers[name] = SessionManager(cluster_config_from_dict({"cluster": section}))
         await managers[name].start()
-        await managers[name].controller.register_application("flmping", flmping_application_spec())
     results: dict[str, list[float]] = {"off": [], "token": []}
     try:
         for round_ in range(rounds):
