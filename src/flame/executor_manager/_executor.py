@@ -339,6 +339,8 @@ class Executor:
             reason = service.with_log("the service ended its task stream")
         except grpc.RpcError as exc:
             reason = (await service.failure("a task", exc)).message
+            if not self._in_service and service.returncode is not None:  # it exited between tasks
+                reason = _exit_reason(service)
         except Exception as exc:  # never let a bad message take the node's task group down
             logger.exception("executor %s: reading task results failed", self.id)
             reason = f"reading the service's results failed: {exc!r}"
@@ -470,9 +472,8 @@ class Executor:
         self._queued_runs = sum(isinstance(command, backend_pb2.RunTask) for command in kept)
 
     def _exit_reason(self) -> str:
-        service = self._service
-        assert service is not None and service.returncode is not None
-        return service.with_log(f"service {describe_exit(service.returncode)} while bound")
+        assert self._service is not None
+        return _exit_reason(self._service)
 
     async def _stop_service(self) -> None:
         if self._timer is not None:
@@ -559,3 +560,8 @@ def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -
 
 def _first_line(text: str) -> str:
     return text.partition("\n")[0]
+
+
+def _exit_reason(service: HostService) -> str:
+    assert service.returncode is not None
+    return service.with_log(f"service {describe_exit(service.returncode)} while bound")
