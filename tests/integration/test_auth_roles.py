@@ -94,6 +94,7 @@ REQUESTS: dict[str, Build] = {
     "/flame.v1.Frontend/WatchTask": _task,
     "/flame.v1.Frontend/ListTask": _session,
     "/flame.ext.v1.FrontendExt/SubmitTasks": lambda r, role, sid: (_session(r, role, sid), r.inputs.append(b"")),
+    "/flame.ext.v1.FrontendExt/SubmitStream": lambda r, role, sid: (_session(r, role, sid), r.inputs.append(b"")),
     "/flame.ext.v1.FrontendExt/WatchSession": _session,
     "/flame.ext.v1.FrontendExt/CancelTasks": lambda r, role, sid: (_session(r, role, sid), r.task_ids.append("1")),
     "/flame.ext.v1.FrontendExt/SetSessionWeight": lambda r, role, sid: (

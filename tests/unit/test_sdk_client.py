@@ -83,6 +83,7 @@ class FakeCluster(frontend_pb2_grpc.FrontendServicer, ext_pb2_grpc.FrontendExtSe
         self.apps: dict[str, Application] = {}
         self.sessions: dict[str, FakeSession] = {}
         self.submit_calls = 0
+        self.stream_submits = True
         self.submitted = 0
         self.watch_requests: list[bool] = []  # include_completed of each WatchSession call
         self.deliver_early = False  # push results to watchers before answering SubmitTasks
@@ -228,7 +229,23 @@ class FakeCluster(frontend_pb2_grpc.FrontendServicer, ext_pb2_grpc.FrontendExtSe
         fake = self.sessions.get(request.session_id)
         if fake is None or fake.info.state == SessionState.CLOSED:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"session {request.session_id} is not open")
-        assert fake is not None
+        return await self._submit(request)
+
+    async def SubmitStream(self, requests: Any, context: Any) -> AsyncIterator[Any]:
+        if not self.stream_submits:  # a server from before SubmitStream
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        await context.send_initial_metadata(())
+        async for request in requests:
+            fake = self.sessions.get(request.session_id)
+            if fake is None or fake.info.state == SessionState.CLOSED:
+                code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+                yield ext_pb2.SubmitReply(code=code, message=f"session {request.session_id} is not open")
+                continue
+            response = await self._submit(request)
+            yield ext_pb2.SubmitReply(first_task_id=response.first_task_id, count=response.count)
+
+    async def _submit(self, request: Any) -> Any:
+        fake = self.sessions[request.session_id]
         self.submit_calls += 1
         self.submitted += len(request.inputs)
         first = fake.info.next_task_id
@@ -638,3 +655,17 @@ def test_closing_the_connection_fails_outstanding_futures() -> None:
             assert fake.sessions["c1"].info.state == SessionState.OPEN  # detached, not closed
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("stream_submits", [True, False], ids=["submit stream", "server without SubmitStream"])
+def test_tasks_one_at_a_time_run_over_either_submit_path(
+    conn: flame.Connection, cluster: ThreadedFake, stream_submits: bool
+) -> None:
+    cluster.fake.stream_submits = stream_submits
+    session = conn.create_session("echo")
+    assert [session.run(b"t%d" % i).result(DEADLINE) for i in range(20)] == [b"T%d" % i for i in range(20)]
+    assert cluster.fake.submitted == 20
+    cluster.fake.sessions[session.id].info.state = SessionState.CLOSED  # closed behind the client's back
+    with pytest.raises(flame.InvalidState, match="is not open"):
+        session.run(b"late").result(DEADLINE)
+    assert cluster.fake.submitted == 20

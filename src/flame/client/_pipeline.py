@@ -1,7 +1,8 @@
 """The fast path of one session: batched submission and one result stream.
 
 Submissions are queued and drained by one sender task, which sends everything pending in
-one FrontendExt.SubmitTasks call (so concurrent submits coalesce while a call is in flight).
+one request on the session's FrontendExt.SubmitStream (so concurrent submits coalesce while a
+request is in flight; a message on an open stream costs both ends less than a new call).
 Results of every task of the session arrive on one FrontendExt.WatchSession stream, opened
 before the first submission, and are dispatched to per-task futures by task id.
 
@@ -25,8 +26,8 @@ from typing import Any, NamedTuple, TypeAlias
 
 import grpc
 
-from flame.errors import FlameError, Internal, InvalidState, TaskFailed
-from flame.protocol import ext_pb2
+from flame.errors import FlameError, Internal, InvalidState, TaskFailed, Unavailable
+from flame.protocol import error_from_status, ext_pb2
 from flame.types import TaskState
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,15 @@ def resolve(sink: Sink, outcome: Outcome, session_id: str) -> None:
     _settle(sink, error=TaskFailed(message, session_id=session_id, task_id=outcome.task_id))
 
 
+async def _final_status(call: Any, error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """How ``call`` ended (code, details); ``error``'s own if that is not known within a second."""
+    try:
+        code = await asyncio.wait_for(call.code(), 1.0)
+        return code, await call.details()
+    except (asyncio.TimeoutError, grpc.RpcError):
+        return error.code(), error.details() or ""
+
+
 def fail_sinks(sinks: Iterable[Sink], error: FlameError) -> None:
     """Fail every sink that is not done yet with ``error``."""
     for sink in sinks:
@@ -125,6 +135,8 @@ class TaskPipeline:
         self._sender: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._streams_opened = 0
+        self._submits: Any = None  # the SubmitStream call, open while the session submits
+        self._stream_submits = True  # False once the server said it has no SubmitStream
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle.set()
 
@@ -167,6 +179,7 @@ class TaskPipeline:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._close_submits()
         self._fail_everything(error)
 
     # -- sender ---------------------------------------------------------------------------
@@ -207,18 +220,22 @@ class TaskPipeline:
     async def _send(self, inputs: list[bytes]) -> None:
         futures = self._sending
         request = ext_pb2.SubmitTasksRequest(session_id=self._session_id, inputs=inputs)
+        what = f"submit tasks to session {self._session_id}"
         self._in_flight = True
         try:
             try:
-                response = await self._ext.SubmitTasks(request)
+                first_task_id, count = await self._submit(request, what)
             except grpc.RpcError as exc:
-                fail_sinks(futures, self._map_error(exc, f"submit tasks to session {self._session_id}"))
+                fail_sinks(futures, self._map_error(exc, what))
                 return
-            if response.count != len(futures):
-                fail_sinks(futures, Internal(f"server accepted {response.count} of {len(futures)} submitted tasks"))
+            except FlameError as exc:
+                fail_sinks(futures, exc)
+                return
+            if count != len(futures):
+                fail_sinks(futures, Internal(f"server accepted {count} of {len(futures)} submitted tasks"))
                 return
             for offset, future in enumerate(futures):
-                task_id = str(response.first_task_id + offset)
+                task_id = str(first_task_id + offset)
                 early = self._early.pop(task_id, None)
                 if early is not None:
                     resolve(future, early, self._session_id)
@@ -236,6 +253,50 @@ class TaskPipeline:
             self._sending = []
             self._in_flight = False
             self._early.clear()  # whatever is left belongs to someone else's submissions
+
+    async def _submit(self, request: Any, what: str) -> tuple[int, int]:
+        """(first task id, count): over the submit stream, opened on first use; by SubmitTasks if the
+        server has no SubmitStream. A broken stream fails this request (as a failed call would:
+        its tasks may or may not exist) and is opened again for the next."""
+        if self._stream_submits and (self._submits is None or self._submits.done()):
+            await self._open_submits()
+        if not self._stream_submits:
+            response = await self._ext.SubmitTasks(request)
+            return response.first_task_id, response.count
+        submits = self._submits
+        try:
+            await submits.write(request)
+            reply = await submits.read()
+        except grpc.RpcError as exc:
+            # A write to a call the server already ended fails with a status of its own: the
+            # call's final status says why it ended.
+            code, details = await _final_status(submits, exc)
+            self._close_submits()
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details) from exc
+        if reply is grpc.aio.EOF:
+            self._close_submits()
+            raise Unavailable(f"{what}: the server ended the submit stream")
+        if reply.code:
+            raise error_from_status(reply.code, reply.message, what)
+        return reply.first_task_id, reply.count
+
+    async def _open_submits(self) -> None:
+        """Open the submit stream; the server's initial metadata says it is there before any request
+        is sent, so a server without SubmitStream costs nothing but a fall-back to SubmitTasks."""
+        call = self._ext.SubmitStream()
+        await call.initial_metadata()
+        if not call.done():
+            self._submits = call
+            return
+        code = await call.code()
+        if code != grpc.StatusCode.UNIMPLEMENTED:  # refused (credentials, role) or unreachable
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), await call.details())
+        self._stream_submits = False
+
+    def _close_submits(self) -> None:
+        submits, self._submits = self._submits, None
+        if submits is not None:
+            submits.cancel()
 
     def _on_done(self, task_id: str, future: Sink) -> None:
         if future.cancelled():

@@ -39,7 +39,7 @@ from flame.protocol._convert import (
     task_to_pb,
     wire_enum,
 )
-from flame.protocol._errors import abort_with, error_from_rpc, status_for
+from flame.protocol._errors import abort_with, error_from_rpc, error_from_status, status_for
 from flame.protocol._services import add_servicer
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "decode_object_ref",
     "encode_object_ref",
     "error_from_rpc",
+    "error_from_status",
     "event_from_pb",
     "event_to_pb",
     "executor_from_pb",

@@ -48,6 +48,16 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: errors.FlameError) 
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
+def error_from_status(code: int, details: str, what: str = "") -> errors.FlameError:
+    """The FlameError for a status carried in a message (``code`` as its number, e.g. SubmitReply.code)."""
+    status = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    message = details or str(status)
+    return _FROM_STATUS.get(status, errors.Internal)(f"{what}: {message}" if what else message)
+
+
+_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
 def error_from_rpc(exc: grpc.RpcError, what: str = "") -> errors.FlameError:
     """The FlameError for a failed call; ``what`` names the operation for the message."""
     # Both grpc.Call errors and grpc.aio.AioRpcError carry code() and details().

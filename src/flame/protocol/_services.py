@@ -46,6 +46,20 @@ def _stream(
     return handle
 
 
+def _bidi(
+    method: MethodDescriptor, impl: Callable[[Any, Any], AsyncIterator[Any]]
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def handle(raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raws:
+                yield await _parse(method, raw, context)
+
+        async for item in impl(requests(), context):
+            yield item
+
+    return handle
+
+
 # (method path such as "/flame.v1.Frontend/CreateTask", raw-bytes handler, server streaming?) -> handler
 Wrap = Callable[[str, Callable[[Any, Any], Any], bool], Callable[[Any, Any], Any]]
 
@@ -53,20 +67,27 @@ Wrap = Callable[[str, Callable[[Any, Any], Any], bool], Callable[[Any, Any], Any
 def add_servicer(
     server: grpc.aio.Server, service: ServiceDescriptor, servicer: object, wrap: Wrap | None = None
 ) -> None:
-    """Serve ``service``'s unary and server-streaming methods from ``servicer``'s methods of the same names.
+    """Serve ``service``'s unary, server-streaming and bidirectional methods from ``servicer``'s
+    methods of the same names.
 
     ``wrap`` (e.g. an authorization check) wraps each raw-bytes handler, so it runs before the request is parsed.
     """
     handlers = {}
     for method in service.methods:
-        if method.client_streaming:
-            raise ValueError(f"{method.full_name}: client streaming is not supported here")
+        if method.client_streaming and not method.server_streaming:
+            raise ValueError(f"{method.full_name}: client streaming without a response stream is not supported here")
         impl = getattr(servicer, method.name)
-        handle = _stream(method, impl) if method.server_streaming else _unary(method, impl)
+        handle: Callable[[Any, Any], Any]
+        if method.client_streaming:
+            handle = _bidi(method, impl)
+        else:
+            handle = _stream(method, impl) if method.server_streaming else _unary(method, impl)
         if wrap is not None:
             handle = wrap(f"/{service.full_name}/{method.name}", handle, method.server_streaming)
         serializer = _serialize
-        if method.server_streaming:
+        if method.client_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(handle, response_serializer=serializer)
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(handle, response_serializer=serializer)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(handle, response_serializer=serializer)

@@ -24,6 +24,7 @@ from flame.protocol import (
     node_to_pb,
     session_spec_from_pb,
     session_to_pb,
+    status_for,
     task_to_pb,
     types_pb2,
 )
@@ -233,6 +234,19 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
             return ext_pb2.SubmitTasksResponse(first_task_id=first, count=len(tasks))
 
         return await _call(context, work)
+
+    async def SubmitStream(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        """SubmitTasks, one reply per request in order; a refused request is a reply, not the end."""
+        await context.send_initial_metadata(())  # the client learns the stream is served before sending
+        async for request in requests:
+            try:
+                session_id = _require(request.session_id, "session_id")
+                _session(self.c, self.access, session_id)
+                tasks = await self.c.create_tasks(session_id, list(request.inputs))
+            except FlameError as exc:
+                yield ext_pb2.SubmitReply(code=status_for(exc).value[0], message=exc.message)
+                continue
+            yield ext_pb2.SubmitReply(first_task_id=int(tasks[0].id) if tasks else 0, count=len(tasks))
 
     async def WatchSession(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:

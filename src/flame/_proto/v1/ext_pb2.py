@@ -27,7 +27,7 @@ from flame._proto.v1 import types_pb2 as flame_dot_v1_dot_types__pb2
 from flame._proto.v1 import shim_pb2 as flame_dot_v1_dot_shim__pb2
 
 
-DESCRIPTOR = _flame_proto.POOL.AddSerializedFile(b'\n\x12\x66lame/v1/ext.proto\x12\x0c\x66lame.ext.v1\x1a\x14\x66lame/v1/types.proto\x1a\x13\x66lame/v1/shim.proto\"8\n\x12SubmitTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\x0c\";\n\x13SubmitTasksResponse\x12\x15\n\rfirst_task_id\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"U\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x19\n\x11include_completed\x18\x02 \x01(\x08\x12\x0f\n\x07\x63ompact\x18\x03 \x01(\x08\"V\n\tTaskBatch\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.flame.v1.Task\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.flame.ext.v1.CompactTask\"\x7f\n\x0b\x43ompactTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.flame.v1.TaskState\x12\x13\n\x06output\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_outputB\n\n\x08_message\":\n\x12\x43\x61ncelTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"(\n\x13\x43\x61ncelTasksResponse\x12\x11\n\tcancelled\x18\x01 \x03(\t\"=\n\x17SetSessionWeightRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\x84\x01\n\x0e\x45xecutorDetail\x12$\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32\x12.flame.v1.Executor\x12\x15\n\x08log_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x61pplication\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_log_fileB\x0e\n\x0c_application\"\x1c\n\x1aListExecutorDetailsRequest\"E\n\x12\x45xecutorDetailList\x12/\n\texecutors\x18\x01 \x03(\x0b\x32\x1c.flame.ext.v1.ExecutorDetail\"3\n\x0bInvokeBatch\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.flame.v1.TaskContext\"v\n\x0cInvokeResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0breturn_code\x18\x02 \x01(\x05\x12\x13\n\x06output\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_outputB\n\n\x08_message\":\n\x0bResultBatch\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.flame.ext.v1.InvokeResult2\xb4\x03\n\x0b\x46rontendExt\x12R\n\x0bSubmitTasks\x12 .flame.ext.v1.SubmitTasksRequest\x1a!.flame.ext.v1.SubmitTasksResponse\x12L\n\x0cWatchSession\x12!.flame.ext.v1.WatchSessionRequest\x1a\x17.flame.ext.v1.TaskBatch0\x01\x12\x61\n\x13ListExecutorDetails\x12(.flame.ext.v1.ListExecutorDetailsRequest\x1a .flame.ext.v1.ExecutorDetailList\x12R\n\x0b\x43\x61ncelTasks\x12 .flame.ext.v1.CancelTasksRequest\x1a!.flame.ext.v1.CancelTasksResponse\x12L\n\x10SetSessionWeight\x12%.flame.ext.v1.SetSessionWeightRequest\x1a\x11.flame.v1.Session2Q\n\x0bInstanceExt\x12\x42\n\x06Invoke\x12\x19.flame.ext.v1.InvokeBatch\x1a\x19.flame.ext.v1.ResultBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _flame_proto.POOL.AddSerializedFile(b'\n\x12\x66lame/v1/ext.proto\x12\x0c\x66lame.ext.v1\x1a\x14\x66lame/v1/types.proto\x1a\x13\x66lame/v1/shim.proto\"8\n\x12SubmitTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\x0c\";\n\x13SubmitTasksResponse\x12\x15\n\rfirst_task_id\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"R\n\x0bSubmitReply\x12\x15\n\rfirst_task_id\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"U\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x19\n\x11include_completed\x18\x02 \x01(\x08\x12\x0f\n\x07\x63ompact\x18\x03 \x01(\x08\"V\n\tTaskBatch\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.flame.v1.Task\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.flame.ext.v1.CompactTask\"\x7f\n\x0b\x43ompactTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.flame.v1.TaskState\x12\x13\n\x06output\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_outputB\n\n\x08_message\":\n\x12\x43\x61ncelTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"(\n\x13\x43\x61ncelTasksResponse\x12\x11\n\tcancelled\x18\x01 \x03(\t\"=\n\x17SetSessionWeightRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\x84\x01\n\x0e\x45xecutorDetail\x12$\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32\x12.flame.v1.Executor\x12\x15\n\x08log_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x61pplication\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_log_fileB\x0e\n\x0c_application\"\x1c\n\x1aListExecutorDetailsRequest\"E\n\x12\x45xecutorDetailList\x12/\n\texecutors\x18\x01 \x03(\x0b\x32\x1c.flame.ext.v1.ExecutorDetail\"3\n\x0bInvokeBatch\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.flame.v1.TaskContext\"v\n\x0cInvokeResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0breturn_code\x18\x02 \x01(\x05\x12\x13\n\x06output\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_outputB\n\n\x08_message\":\n\x0bResultBatch\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.flame.ext.v1.InvokeResult2\x85\x04\n\x0b\x46rontendExt\x12R\n\x0bSubmitTasks\x12 .flame.ext.v1.SubmitTasksRequest\x1a!.flame.ext.v1.SubmitTasksResponse\x12O\n\x0cSubmitStream\x12 .flame.ext.v1.SubmitTasksRequest\x1a\x19.flame.ext.v1.SubmitReply(\x01\x30\x01\x12L\n\x0cWatchSession\x12!.flame.ext.v1.WatchSessionRequest\x1a\x17.flame.ext.v1.TaskBatch0\x01\x12\x61\n\x13ListExecutorDetails\x12(.flame.ext.v1.ListExecutorDetailsRequest\x1a .flame.ext.v1.ExecutorDetailList\x12R\n\x0b\x43\x61ncelTasks\x12 .flame.ext.v1.CancelTasksRequest\x1a!.flame.ext.v1.CancelTasksResponse\x12L\n\x10SetSessionWeight\x12%.flame.ext.v1.SetSessionWeightRequest\x1a\x11.flame.v1.Session2Q\n\x0bInstanceExt\x12\x42\n\x06Invoke\x12\x19.flame.ext.v1.InvokeBatch\x1a\x19.flame.ext.v1.ResultBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,32 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITTASKSREQUEST']._serialized_end=135
   _globals['_SUBMITTASKSRESPONSE']._serialized_start=137
   _globals['_SUBMITTASKSRESPONSE']._serialized_end=196
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=198
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=283
-  _globals['_TASKBATCH']._serialized_start=285
-  _globals['_TASKBATCH']._serialized_end=371
-  _globals['_COMPACTTASK']._serialized_start=373
-  _globals['_COMPACTTASK']._serialized_end=500
-  _globals['_CANCELTASKSREQUEST']._serialized_start=502
-  _globals['_CANCELTASKSREQUEST']._serialized_end=560
-  _globals['_CANCELTASKSRESPONSE']._serialized_start=562
-  _globals['_CANCELTASKSRESPONSE']._serialized_end=602
-  _globals['_SETSESSIONWEIGHTREQUEST']._serialized_start=604
-  _globals['_SETSESSIONWEIGHTREQUEST']._serialized_end=665
-  _globals['_EXECUTORDETAIL']._serialized_start=668
-  _globals['_EXECUTORDETAIL']._serialized_end=800
-  _globals['_LISTEXECUTORDETAILSREQUEST']._serialized_start=802
-  _globals['_LISTEXECUTORDETAILSREQUEST']._serialized_end=830
-  _globals['_EXECUTORDETAILLIST']._serialized_start=832
-  _globals['_EXECUTORDETAILLIST']._serialized_end=901
-  _globals['_INVOKEBATCH']._serialized_start=903
-  _globals['_INVOKEBATCH']._serialized_end=954
-  _globals['_INVOKERESULT']._serialized_start=956
-  _globals['_INVOKERESULT']._serialized_end=1074
-  _globals['_RESULTBATCH']._serialized_start=1076
-  _globals['_RESULTBATCH']._serialized_end=1134
-  _globals['_FRONTENDEXT']._serialized_start=1137
-  _globals['_FRONTENDEXT']._serialized_end=1573
-  _globals['_INSTANCEEXT']._serialized_start=1575
-  _globals['_INSTANCEEXT']._serialized_end=1656
+  _globals['_SUBMITREPLY']._serialized_start=198
+  _globals['_SUBMITREPLY']._serialized_end=280
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=282
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=367
+  _globals['_TASKBATCH']._serialized_start=369
+  _globals['_TASKBATCH']._serialized_end=455
+  _globals['_COMPACTTASK']._serialized_start=457
+  _globals['_COMPACTTASK']._serialized_end=584
+  _globals['_CANCELTASKSREQUEST']._serialized_start=586
+  _globals['_CANCELTASKSREQUEST']._serialized_end=644
+  _globals['_CANCELTASKSRESPONSE']._serialized_start=646
+  _globals['_CANCELTASKSRESPONSE']._serialized_end=686
+  _globals['_SETSESSIONWEIGHTREQUEST']._serialized_start=688
+  _globals['_SETSESSIONWEIGHTREQUEST']._serialized_end=749
+  _globals['_EXECUTORDETAIL']._serialized_start=752
+  _globals['_EXECUTORDETAIL']._serialized_end=884
+  _globals['_LISTEXECUTORDETAILSREQUEST']._serialized_start=886
+  _globals['_LISTEXECUTORDETAILSREQUEST']._serialized_end=914
+  _globals['_EXECUTORDETAILLIST']._serialized_start=916
+  _globals['_EXECUTORDETAILLIST']._serialized_end=985
+  _globals['_INVOKEBATCH']._serialized_start=987
+  _globals['_INVOKEBATCH']._serialized_end=1038
+  _globals['_INVOKERESULT']._serialized_start=1040
+  _globals['_INVOKERESULT']._serialized_end=1158
+  _globals['_RESULTBATCH']._serialized_start=1160
+  _globals['_RESULTBATCH']._serialized_end=1218
+  _globals['_FRONTENDEXT']._serialized_start=1221
+  _globals['_FRONTENDEXT']._serialized_end=1738
+  _globals['_INSTANCEEXT']._serialized_start=1740
+  _globals['_INSTANCEEXT']._serialized_end=1821
 # @@protoc_insertion_point(module_scope)

@@ -24,6 +24,18 @@ class SubmitTasksResponse(_message.Message):
     count: int
     def __init__(self, first_task_id: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
+class SubmitReply(_message.Message):
+    __slots__ = ("first_task_id", "count", "code", "message")
+    FIRST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    first_task_id: int
+    count: int
+    code: int
+    message: str
+    def __init__(self, first_task_id: _Optional[int] = ..., count: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class WatchSessionRequest(_message.Message):
     __slots__ = ("session_id", "include_completed", "compact")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

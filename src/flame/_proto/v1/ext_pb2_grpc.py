@@ -40,6 +40,11 @@ class FrontendExtStub:
                 request_serializer=flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.SerializeToString,
                 response_deserializer=flame_dot_v1_dot_ext__pb2.SubmitTasksResponse.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/flame.ext.v1.FrontendExt/SubmitStream',
+                request_serializer=flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.SerializeToString,
+                response_deserializer=flame_dot_v1_dot_ext__pb2.SubmitReply.FromString,
+                _registered_method=True)
         self.WatchSession = channel.unary_stream(
                 '/flame.ext.v1.FrontendExt/WatchSession',
                 request_serializer=flame_dot_v1_dot_ext__pb2.WatchSessionRequest.SerializeToString,
@@ -66,6 +71,12 @@ class FrontendExtServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +113,11 @@ def add_FrontendExtServicer_to_server(servicer, server):
                     servicer.SubmitTasks,
                     request_deserializer=flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.FromString,
                     response_serializer=flame_dot_v1_dot_ext__pb2.SubmitTasksResponse.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.FromString,
+                    response_serializer=flame_dot_v1_dot_ext__pb2.SubmitReply.SerializeToString,
             ),
             'WatchSession': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSession,
@@ -151,6 +167,33 @@ class FrontendExt:
             '/flame.ext.v1.FrontendExt/SubmitTasks',
             flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.SerializeToString,
             flame_dot_v1_dot_ext__pb2.SubmitTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flame.ext.v1.FrontendExt/SubmitStream',
+            flame_dot_v1_dot_ext__pb2.SubmitTasksRequest.SerializeToString,
+            flame_dot_v1_dot_ext__pb2.SubmitReply.FromString,
             options,
             channel_credentials,
             insecure,

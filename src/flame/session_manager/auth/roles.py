@@ -46,6 +46,7 @@ RULES: Mapping[str, frozenset[Role]] = {
     _FRONTEND + "WatchTask": READERS,
     _FRONTEND + "ListTask": READERS,
     _EXT + "SubmitTasks": WRITERS,
+    _EXT + "SubmitStream": WRITERS,
     _EXT + "WatchSession": READERS,
     _EXT + "ListExecutorDetails": READERS,
     _EXT + "CancelTasks": WRITERS,
