@@ -208,3 +208,30 @@ def test_volcano_podgroup_per_session(emulation: Emulation, cluster: KubeCluster
     session.close()
     wait_for(lambda: emulation.podgroups() == [], timeout=30)  # gone with the session's last pod
     conn.close()
+
+
+def test_in_a_pod_the_provider_uses_its_service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig: kr8s reads the service account's token and CA, over https, as in a pod."""
+    emulation = Emulation(tmp_path).start(in_cluster=True)
+    try:
+        port = emulation.url.rsplit(":", 1)[1]
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config to find first
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        cluster = KubeCluster(
+            emulation, tmp_path / "sm", kubeconfig=None, service_account_dir=str(emulation.service_account)
+        )
+        assert cluster.config.provider is not None and cluster.config.provider.kubeconfig is None
+        cluster.start()
+        try:
+            conn = connect(cluster)
+            session = conn.create_session(APP)
+            assert all(f.result(timeout=60) for f in [session.run(TASK) for _ in range(4)])
+            assert emulation.pods() and emulation.refused == 0  # every call carried the account's token
+            session.close()
+            conn.close()
+        finally:
+            cluster.close()
+    finally:
+        emulation.stop()

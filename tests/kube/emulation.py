@@ -7,6 +7,7 @@ test is the real code with the real client library (kr8s), configured as a user 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,6 +35,9 @@ class Emulation:
         self._server: http.Server | None = None
         self.url = ""
         self.kubeconfig = directory / "kubeconfig"
+        self.service_account = directory / "serviceaccount"
+        self.token = "emulated-service-account-token"
+        self.refused = 0  # requests without the service account's token (in_cluster)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the emulation's loop (its state is only touched there)."""
@@ -48,15 +52,18 @@ class Emulation:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
-    def start(self) -> Emulation:
+    def start(self, *, in_cluster: bool = False) -> Emulation:
+        """``in_cluster``: serve https and ask for the bearer token of a service account directory
+        (``service_account``: token, ca.crt, namespace), as a pod's API server does."""
         self._thread.start()
+        tls = self._service_account() if in_cluster else None
 
         async def start() -> None:
             self.api = ApiServer(bookmark_seconds=0.5)
             self.kubelet = Kubelet(self.api, cpu=self._cpu, memory=self._memory)
-            self._server = http.Server(self.api.handle)
-            await self._server.start()
-            self.url = f"http://127.0.0.1:{self._server.port}"
+            self._server = http.Server(self._checked if in_cluster else self.api.handle)
+            await self._server.start(tls=tls)
+            self.url = f"{'https' if in_cluster else 'http'}://127.0.0.1:{self._server.port}"
             configmap = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -84,6 +91,27 @@ class Emulation:
             )
         )
         return self
+
+    def _service_account(self) -> ssl.SSLContext:
+        from tests.integration.auth_helpers import make_ca, make_certificate
+
+        certs = self.directory / "api-certs"
+        certs.mkdir()
+        ca = make_ca(certs)
+        cert, key = make_certificate(certs, "apiserver", "kubernetes", "IP:127.0.0.1")
+        self.service_account.mkdir()
+        (self.service_account / "token").write_text(self.token)
+        (self.service_account / "ca.crt").write_bytes(ca.read_bytes())
+        (self.service_account / "namespace").write_text(NAMESPACE)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    async def _checked(self, request: http.Request) -> http.Response:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            self.refused += 1
+            return http.Response(401, {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401})
+        return await self.api.handle(request)
 
     def stop(self) -> None:
         async def stop() -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 REASONS = {
     200: "OK",
     201: "Created",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -28,6 +30,7 @@ class Request:
     path: str
     query: dict[str, str]
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
 
 @dataclass
@@ -49,8 +52,8 @@ class Server:
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
-    async def start(self, host: str = "127.0.0.1") -> None:
-        self._server = await asyncio.start_server(self._connection, host, 0)
+    async def start(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
+        self._server = await asyncio.start_server(self._connection, host, 0, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -60,7 +63,7 @@ class Server:
         try:
             while await _one(reader, writer, self.handler):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, RuntimeError):
+        except (ConnectionError, asyncio.IncompleteReadError, RuntimeError, ssl.SSLError):
             pass  # the client went away (or the transport was closed under a write)
         finally:
             self._connections.pop(task, None)
@@ -88,7 +91,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handl
     body = json.loads(raw) if raw.strip() else None
     url = urllib.parse.urlsplit(target)
     query = dict(urllib.parse.parse_qsl(url.query))
-    response = await handler(Request(method, url.path.rstrip("/") or "/", query, body))
+    response = await handler(Request(method, url.path.rstrip("/") or "/", query, body, headers))
     head = f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}\r\nContent-Type: application/json\r\n"
     if response.stream is None:
         data = json.dumps(response.body).encode()

@@ -43,6 +43,7 @@ _KEYS = (
     "queue",
     "kubeconfig",
     "context",
+    "service_account_dir",
     "owner_configmap",
     "max_pod_failures",
     "failure_backoff",
@@ -73,6 +74,8 @@ class KubernetesConfig:
     queue: str = "default"  # Volcano's queue, with scheduler: volcano
     kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG or ~/.kube/config
     context: str | None = None
+    # In a pod, without a kubeconfig: where the service account's token, ca.crt and namespace are.
+    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
     owner_configmap: str | None = None  # pods are owned by this ConfigMap (garbage-collected with it)
     max_pod_failures: int = 3  # pods of a session failing in a row before it gives up (event 1002)
     failure_backoff: float = 2.0  # wait after a failed pod, doubled after each further one
@@ -129,6 +132,7 @@ def _kubernetes(section: Section) -> KubernetesConfig:
         queue=section.string("queue", "default"),
         kubeconfig=section.optional_string("kubeconfig"),
         context=section.optional_string("context"),
+        service_account_dir=section.string("service_account_dir", "/var/run/secrets/kubernetes.io/serviceaccount"),
         owner_configmap=_name(section, "owner_configmap"),
         max_pod_failures=section.integer("max_pod_failures", 3, 1),
         failure_backoff=section.number("failure_backoff", 2.0, 0, inclusive=True, unit="seconds"),

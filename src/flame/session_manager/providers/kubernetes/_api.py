@@ -45,7 +45,9 @@ class KubeApi:
     @classmethod
     async def connect(cls, config: KubernetesConfig) -> KubeApi:
         try:
-            api = await kr8s.asyncio.api(kubeconfig=config.kubeconfig, context=config.context)
+            api = await kr8s.asyncio.api(
+                kubeconfig=config.kubeconfig, context=config.context, serviceaccount=config.service_account_dir
+            )
         except Exception as exc:  # kr8s raises ValueError, httpx and OS errors alike
             raise Unavailable(f"cannot reach the Kubernetes API: {exc}") from exc
         return cls(api, config.namespace or api.namespace)
