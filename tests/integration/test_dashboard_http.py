@@ -197,6 +197,29 @@ def test_a_token_guards_every_page_and_the_metrics() -> None:
             assert response.status == 200
 
 
+def test_with_token_auth_the_cluster_tokens_of_people_open_the_pages(tmp_path: Path) -> None:
+    from tests.integration.auth_helpers import TOKENS, token_of, write_tokens
+
+    tokens = write_tokens(tmp_path / "tokens.yaml")
+    section = {"dashboard": {"enabled": True, "port": 0}, "auth": {"mode": "token", "tokens_file": str(tokens)}}
+    with LocalCluster(executors=1, cluster=section) as local:
+        url = str(local.run(lambda sm: sm.dashboard_url))
+        for role in ("admin", "user", "viewer"):
+            assert get(url + "metrics", {"Authorization": f"Bearer {token_of(role)}"})[0] == 200, role
+        for refused in (None, token_of("node"), "unknown-token-0123456789abcdef"):
+            headers = {"Authorization": f"Bearer {refused}"} if refused else None
+            assert get(url + "sessions", headers)[0] == 401, refused
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with opener.open(f"{url}sessions?token={token_of('viewer')}", timeout=10) as response:
+            assert response.status == 200 and "token" not in response.url
+        write_tokens(tokens, [name for name in TOKENS if name != "watcher"])  # the viewer's token revoked
+        assert local.run(lambda sm: sm.reload_auth())
+        assert get(url + "metrics", {"Authorization": f"Bearer {token_of('viewer')}"})[0] == 401
+        with pytest.raises(urllib.error.HTTPError) as refused_page:  # its cookie no longer opens pages
+            opener.open(url + "nodes", timeout=10)
+        assert refused_page.value.code == 401
+
+
 def test_beyond_localhost_it_serves_tls_with_the_cluster_certificate(tmp_path: Path) -> None:
     ca, cert, key = make_certificates(tmp_path)
     config = cluster_config_from_dict(

@@ -195,7 +195,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         tls=tls,
         data_dir=data_dir,
         provider=provider,
-        dashboard=parse_dashboard(cluster, tls is not None),
+        dashboard=parse_dashboard(cluster, tls is not None, cluster_tokens=auth.mode == "token"),
         auth=auth,
         allowed_commands=parse_applications(cluster, loopback, builtins),
         builtin_applications=builtins,

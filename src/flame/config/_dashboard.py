@@ -42,7 +42,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_dashboard(cluster: Section, has_tls: bool) -> DashboardConfig:
+def parse_dashboard(cluster: Section, has_tls: bool, cluster_tokens: bool = False) -> DashboardConfig:
+    """``cluster_tokens``: cluster.auth.mode is token, whose tokens open the pages too."""
     section = cluster.section("dashboard")
     section.check_keys(_KEYS)
     enabled = section.raw("enabled")
@@ -63,7 +64,12 @@ def parse_dashboard(cluster: Section, has_tls: bool) -> DashboardConfig:
     token = token.strip() if isinstance(token, str) else None
     config = DashboardConfig(enabled, host, port, token, port_given=section.has("port"))
     if enabled is not False and not config.local:
-        missing = [what for what, ok in (("cluster.dashboard.token", token), ("cluster.tls", has_tls)) if not ok]
+        tokens = token is not None or cluster_tokens
+        missing = [
+            what
+            for what, ok in (("cluster.dashboard.token (or cluster.auth.mode token)", tokens), ("cluster.tls", has_tls))
+            if not ok
+        ]
         if missing:
             raise InvalidArgument(
                 f"{cluster.source}: {section.key('host')} {host!r} is reachable beyond this machine, so the "

@@ -8,6 +8,7 @@ only then, so a cluster's ports listen without waiting for the web stack to impo
 from __future__ import annotations
 
 import asyncio
+import hmac
 import importlib
 from typing import TYPE_CHECKING
 
@@ -16,13 +17,17 @@ from flame.dashboard._grpc import CallCounter
 from flame.dashboard._metrics import Metrics
 from flame.dashboard._publisher import Publisher
 from flame.dashboard._state import ClusterState
+from flame.errors import FlameError
+from flame.session_manager.auth.roles import Role
 
 if TYPE_CHECKING:
     from flame.dashboard._server import WebServer
+    from flame.session_manager.auth.guard import Authenticator
     from flame.session_manager.controller import Controller
     from flame.session_manager.scheduler import Decision
 
 COOKIE = "flame_dashboard_token"
+PAGE_ROLES = frozenset({Role.ADMIN, Role.USER, Role.VIEWER})  # people; a node's token opens nothing here
 
 
 class Dashboard:
@@ -34,8 +39,12 @@ class Dashboard:
         config: DashboardConfig,
         tls: TlsConfig | None = None,
         tick: float | None = None,
+        tokens: Authenticator | None = None,
     ) -> None:
+        """``tokens``: the cluster's bearer tokens (cluster.auth.mode token), whose holders of role
+        admin, user or viewer may open the pages as well as holders of ``config.token``."""
         self.config = config
+        self.tokens = tokens
         self.tls = tls if not config.local else None  # TLS only where a token travels beyond this host
         self.state = ClusterState(controller)
         self.metrics = Metrics(self.state)
@@ -63,6 +72,22 @@ class Dashboard:
 
     def storage_committed(self, records: int, seconds: float) -> None:
         self.metrics.storage_committed(records, seconds)
+
+    def accepts(self, token: str) -> bool:
+        """Whether ``token`` opens the pages: the dashboard's own, or a person's cluster token."""
+        if self.config.token is not None and hmac.compare_digest(token.encode(), self.config.token.encode()):
+            return True
+        if self.tokens is None:
+            return False
+        try:
+            identity = self.tokens.authenticate([("authorization", f"Bearer {token}")])
+        except FlameError:
+            return False
+        return identity.role in PAGE_ROLES
+
+    @property
+    def protected(self) -> bool:
+        return self.config.token is not None or self.tokens is not None
 
     def grpc_interceptor(self) -> CallCounter:
         """Counts the gRPC server's calls by method and code (give it to grpc.aio.server)."""

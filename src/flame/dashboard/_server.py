@@ -8,7 +8,6 @@ header, the cookie the ``?token=`` link sets, or that query parameter) and serve
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import ssl
@@ -114,19 +113,19 @@ class WebServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = self.config.token
-        if token is None or request.path.startswith("/static/"):
+        accepts = self.dashboard.accepts
+        if not self.dashboard.protected or request.path.startswith("/static/"):
             return await handler(request)
         given = request.query.get("token")
-        if given is not None and _same(given, token):  # a shared link: keep it in a cookie, drop it from the url
+        if given is not None and accepts(given):  # a shared link: keep it in a cookie, drop it from the url
             query = {k: v for k, v in request.query.items() if k != "token"}
             response = web.HTTPFound(request.rel_url.with_query(query))
-            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=self.tls is not None)
+            response.set_cookie(COOKIE, given, httponly=True, samesite="Strict", secure=self.tls is not None)
             raise response
         header = request.headers.get("Authorization", "")
-        bearer = header[7:] if header.lower().startswith("bearer ") else None
+        bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
         for candidate in (bearer, request.cookies.get(COOKIE)):
-            if candidate is not None and _same(candidate, token):
+            if candidate and accepts(candidate):
                 return await handler(request)
         message = "a valid token is required: open the link with ?token=..., or send 'Authorization: Bearer <token>'"
         if request.path == "/metrics" or request.path.startswith("/api/"):
@@ -212,10 +211,6 @@ class WebServer:
             raise web.HTTPNotFound()
         kind = _STATIC_TYPES.get(os.path.splitext(name)[1], "application/octet-stream")
         return web.Response(body=content, headers={"Content-Type": kind, "Cache-Control": "max-age=3600"})
-
-
-def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def _html_response(text: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
