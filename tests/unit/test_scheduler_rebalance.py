@@ -184,3 +184,25 @@ def test_short_by_rounding_only_takes_idle_executors() -> None:
     all_busy = full_of("a", 4) + busy
     sessions[0] = sessions[0]._replace(running=4)
     assert Scheduler().plan(snap(sessions, all_busy, [node(cpu=8)])).actions == []
+
+
+def test_no_executor_is_taken_from_a_session_the_allocator_would_give_it_back_to() -> None:
+    """A large shape owed its share on a node out of slots, beside a small one at its whole target:
+    taking the small one's executor freed a slot that the next cycle handed straight back to it,
+    every other cycle, forever (found by the steady-demand property test)."""
+    small, large = ResourceRequirement(cpu=1, memory=1024), ResourceRequirement(cpu=1, memory=4096)
+    nodes = [
+        NodeView("n0", ResourceRequirement(cpu=4, memory=10240), max_executors=2),
+        NodeView("n3", ResourceRequirement(cpu=1, memory=1024), max_executors=0),
+    ]
+    m = model(
+        session("big", pending=9, priority=2, resreq=large, creation_time=0),
+        session("little", pending=2, priority=2, resreq=small, creation_time=1),
+        nodes=nodes,
+    )
+    scheduler = Scheduler(("priority", "proportion"))
+    for _ in range(4):
+        m.cycle(scheduler)
+    for _ in range(6):
+        moves = m.cycle(scheduler).actions
+        assert not [a for a in moves if isinstance(a, UnbindExecutor | ReleaseExecutor | BindExecutor | CreateExecutor)]

@@ -10,7 +10,8 @@ Against thrash (bind, unbind, bind again):
 - hysteresis: a session short of its fractional share by at least one whole executor may
   take any executor of a victim; one short only by rounding (its whole share is one more
   than it holds) may take only idle executors, which cost no one a task; a victim gives
-  only while it stays at or above its share;
+  only while it stays at or above its share and its whole target (what the allocator would
+  give it back);
 - executors already on their way (unbinding, being released) are counted first, so a slow
   unbind is not answered with another preemption;
 - at most ``limit`` preemptions per cycle;
@@ -110,7 +111,9 @@ def rebalance(wants: list[Want], index: ClusterIndex, room: Room, limit: int, ac
 
 
 def _surplus(want: Want) -> float:
-    return want.have - want.share
+    """Executors ``want`` holds beyond its share, and beyond its whole target: the allocator
+    serves a session up to that target, so taking one below it is handed straight back (thrash)."""
+    return want.have - max(want.share, want.target)
 
 
 def _victim_key(want: Want, i: int) -> tuple[int, float, int]:
