@@ -4,7 +4,10 @@ Starts, each in its own process: `flame object-cache` (storage none, and fs:// u
 dir) and a bare pyarrow Flight server whose do_put keeps the table in a dict and whose do_get
 sends it back (the floor: no keys, versions, locks or storage). One client process then, for
 1 KB, 1 MB and 100 MB objects, times
-- put: a do_put of one {version, data} row to a fixed key, until the PutResult arrives;
+- put: a do_put of one {version, data} row to a fixed key, until the PutResult arrives (with fs
+  storage, the object's file is replaced);
+- new: the same do_put to a session key, so the cache names a new object each time (flamepy's
+  put_object; with fs storage, a new file);
 - get: a do_get of that object (ticket ``key:0``, the whole object) read to the end;
 the same client code for every server, and reports medians (MB/s and ms) and the ratio of our
 cache's time to the floor's. It also times our SDK's put_object/get_object of the same bytes
@@ -88,13 +91,14 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def wire(endpoint: str, size: int, repeats: int) -> tuple[float, float]:
+def wire(endpoint: str, size: int, repeats: int) -> tuple[float, float, float]:
+    """Medians of (put replacing one object, put of a new object, get)."""
     client = flight.FlightClient(endpoint)
     batch = row(os.urandom(size))
     key = f"bench/s/o{size}"
 
-    def put() -> None:
-        writer, reader = client.do_put(flight.FlightDescriptor.for_path(key), SCHEMA)
+    def put(path: str) -> None:
+        writer, reader = client.do_put(flight.FlightDescriptor.for_path(path), SCHEMA)
         writer.write_batch(batch)
         writer.done_writing()
         reader.read()
@@ -104,20 +108,23 @@ def wire(endpoint: str, size: int, repeats: int) -> tuple[float, float]:
         table = client.do_get(flight.Ticket(f"{key}:0".encode())).read_all()
         assert table.num_rows >= 1
 
-    puts = timed(put, repeats)
+    puts = timed(lambda: put(key), repeats)
+    news = timed(lambda: put(f"bench/new{size}"), repeats)  # the cache names a new object each time
     gets = timed(get, repeats)
     client.close()
-    return statistics.median(puts), statistics.median(gets)
+    return statistics.median(puts), statistics.median(news), statistics.median(gets)
 
 
-def sdk(endpoint: str, size: int, repeats: int) -> tuple[float, float]:
+def sdk(endpoint: str, size: int, repeats: int) -> tuple[float, float, float]:
+    """Medians of (update_object, put_object, get_object) through our SDK."""
     cache = cache_client(endpoint)
     payload = os.urandom(size)
     ref = cache.put_object("bench/sdk", payload)
     puts = timed(lambda: cache.update_object(ref, payload), repeats)
+    news = timed(lambda: cache.put_object("bench/sdk-new", payload), repeats)
     fresh = ObjectRef(ref.endpoint, ref.key, 0)  # version 0: a whole download every time
     gets = timed(lambda: cache.get_object(fresh), repeats)
-    return statistics.median(puts), statistics.median(gets)
+    return statistics.median(puts), statistics.median(news), statistics.median(gets)
 
 
 def figure(size: int, seconds: float) -> str:
@@ -157,7 +164,7 @@ def main() -> None:
                 mem = wire(none, size, n)
                 disk = wire(fs, size, n)
                 ours_sdk = sdk(none, size, n)
-                for i, op in enumerate(("put", "get")):
+                for i, op in enumerate(("put", "new", "get")):
                     cells = [f"{figure(size, floor[i])}", f"{figure(size, mem[i])}  {mem[i] / floor[i]:5.2f}"]
                     cells += [f"{figure(size, disk[i])}  {disk[i] / floor[i]:5.2f}", figure(size, ours_sdk[i])]
                     print(f"{label:>7} {op:>4}  " + "  ".join(cells), flush=True)
