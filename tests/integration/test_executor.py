@@ -138,9 +138,11 @@ def test_common_is_loaded_once_per_executor(cluster: LocalCluster, tmp_path: Pat
     ) as executor:
         results = list(executor.map(read_common, range(400)))
     assert {payload for _, payload in results} == {"market data"}
-    workers = {pid for pid, _ in results}
+    workers = {str(pid) for pid, _ in results}
     loads = log.read_text().split()
-    assert sorted(loads) == sorted(str(pid) for pid in workers), (loads, workers)
+    # Once per executor: no process loaded it twice, and every one that ran calls had loaded it
+    # (an executor bound while the other had already taken every call loads it and runs none).
+    assert len(loads) == len(set(loads)) <= 2 and workers <= set(loads), (loads, workers)
 
 
 def test_large_common_object_and_arguments_go_through_the_cache(cluster: LocalCluster, tmp_path: Path) -> None:
