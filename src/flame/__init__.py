@@ -74,37 +74,6 @@ if TYPE_CHECKING:
     )
     from flame.service import ApplicationContext, FlameService, SessionContext, TaskContext, run
 
-_CLIENT = (
-    "AsyncConnection",
-    "AsyncSession",
-    "Connection",
-    "Executor",
-    "ObjectRef",
-    "RemoteTraceback",
-    "Session",
-    "StatefulObject",
-    "close_session",
-    "common",
-    "connect",
-    "create_session",
-    "delete_objects",
-    "get_application",
-    "get_object",
-    "get_session",
-    "list_applications",
-    "list_executors",
-    "list_nodes",
-    "list_sessions",
-    "open_session",
-    "patch_object",
-    "put_object",
-    "register_application",
-    "unregister_application",
-    "update_object",
-)
-_SERVICE = ("ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run")
-_LAZY = {**dict.fromkeys(_CLIENT, "flame.client"), **dict.fromkeys(_SERVICE, "flame.service")}
-
 
 def __getattr__(name: str) -> Any:
     if name in ("client", "service"):  # as when this package imported them itself
@@ -168,3 +137,8 @@ __all__ = [
     "unregister_application",
     "update_object",
 ]
+
+# Every public name that is not imported above loads on first use: the service's from
+# flame.service, the rest from flame.client.
+_SERVICE = ("ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run")
+_LAZY = {name: "flame.service" if name in _SERVICE else "flame.client" for name in __all__ if name not in globals()}
