@@ -391,14 +391,9 @@ class Controller:
             return []
         first = session.next_task_id
         created = now_ms()
+        event = Event(int(TaskState.PENDING), "task created", created)  # frozen: one serves them all
         tasks = [
-            Task(
-                session_id=session_id,
-                id=str(first + offset),
-                input=data,
-                creation_time=created,
-                events=[Event(int(TaskState.PENDING), "task created", created)],
-            )
+            Task(session_id=session_id, id=str(first + offset), input=data, creation_time=created, events=[event])
             for offset, data in enumerate(inputs)
         ]
         committed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()

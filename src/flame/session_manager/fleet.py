@@ -41,6 +41,8 @@ from flame.types import (
 )
 
 logger = logging.getLogger(__name__)
+
+_SUCCEED = int(TaskState.SUCCEED)
 X = ExecutorState
 
 
@@ -253,30 +255,35 @@ class Fleet:
 
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> None:
         """Apply finished tasks, store and announce them (once committed), refill the freed executors."""
+        c = self.c
+        executors, sessions, limit = c.executors, c.sessions, c.settings.max_task_size
         changed: dict[str, list[Task]] = {}
         freed: dict[str, set[str]] = {}
-        for outcome in outcomes:
-            ex = self.c.executors.get(outcome.executor_id)
-            rec = self.c.sessions.get(outcome.session_id)
-            if ex is None or rec is None or outcome.task_id not in ex.inflight:
+        for outcome in outcomes:  # per task: names looked up once above, each field read once
+            ex = executors.get(outcome.executor_id)
+            rec = sessions.get(outcome.session_id)
+            task_id = outcome.task_id
+            if ex is None or rec is None or task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
-            self.c.task_done(rec, ex, ex.inflight.pop(outcome.task_id))
+            c.task_done(rec, ex, ex.inflight.pop(task_id))
             freed.setdefault(rec.id, set()).add(ex.id)
-            task = rec.tasks[outcome.task_id]
-            message = outcome.message if outcome.HasField("message") else None
-            limit = self.c.settings.max_task_size
-            if TaskState(outcome.state) == TaskState.SUCCEED and len(outcome.output) > limit:
-                self.c.finish_task(
-                    rec,
-                    task,
-                    TaskState.FAILED,
-                    f"the service returned {len(outcome.output)} bytes; the limit "
-                    f"(cluster.limits.max_task_size) is {limit} bytes",
-                )
-            elif TaskState(outcome.state) == TaskState.SUCCEED:
+            task = rec.tasks[task_id]
+            if outcome.state == _SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
-                self.c.finish_task(rec, task, TaskState.SUCCEED, None, output)
-            elif outcome.not_started:
+                if output is not None and len(output) > limit:
+                    c.finish_task(
+                        rec,
+                        task,
+                        TaskState.FAILED,
+                        f"the service returned {len(output)} bytes; the limit "
+                        f"(cluster.limits.max_task_size) is {limit} bytes",
+                    )
+                else:
+                    c.finish_task(rec, task, TaskState.SUCCEED, None, output)
+                changed.setdefault(rec.id, []).append(task)
+                continue
+            message = outcome.message if outcome.HasField("message") else None
+            if outcome.not_started:
                 self._give_back(rec, task)
             elif outcome.retryable:
                 self._retry_or_fail(rec, task, message or "the executor could not run the task")
