@@ -253,3 +253,53 @@ def test_beyond_localhost_it_serves_tls_with_the_cluster_certificate(tmp_path: P
                 await asyncio.to_thread(fetch, url.replace("https", "http") + "metrics", None, TOKEN)
 
     asyncio.run(asyncio.wait_for(check(), 30))
+
+
+def test_with_mtls_the_client_certificates_of_people_open_the_pages(tmp_path: Path) -> None:
+    from tests.integration.auth_helpers import make_ca, make_certificate
+
+    ca, cert, key = make_certificates(tmp_path)
+    watcher = make_certificate(tmp_path, "watcher", "watcher")
+    node = tmp_path / "agent.crt", tmp_path / "agent.key"  # CN executor-manager, mapped to role node
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_ca(elsewhere)
+    stranger = make_certificate(elsewhere, "stranger", "watcher")  # the right name, another CA
+    identities = [
+        {"subject": "watcher", "role": "viewer", "name": "watcher"},
+        {"subject": "executor-manager", "role": "node", "name": "em"},
+    ]
+    config = cluster_config_from_dict(
+        {
+            "cluster": {
+                "endpoint": "https://127.0.0.1:0",
+                "storage": "memory",
+                "data_dir": str(tmp_path / "data"),
+                "tls": {"cert_file": str(cert), "key_file": str(key), "ca_file": str(ca)},
+                "auth": {"mode": "mtls", "identities": identities},
+                "dashboard": {"enabled": True, "host": "0.0.0.0", "port": 0},
+            }
+        }
+    )
+
+    def fetch(address: str, client: tuple[Path, Path] | None) -> int | str:
+        context = ssl.create_default_context(cafile=str(ca))
+        if client is not None:
+            context.load_cert_chain(*client)
+        try:
+            with urllib.request.urlopen(address, timeout=10, context=context):
+                return 200
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, ConnectionError, ssl.SSLError):
+            return "refused at the handshake"
+
+    async def check() -> None:
+        async with SessionManager(config) as manager:
+            url = f"{manager.dashboard_url}sessions"
+            assert await asyncio.to_thread(fetch, url, watcher) == 200
+            assert await asyncio.to_thread(fetch, url, node) == 401  # a node opens nothing here
+            assert await asyncio.to_thread(fetch, url, None) == 401
+            assert await asyncio.to_thread(fetch, url, stranger) == "refused at the handshake"
+
+    asyncio.run(asyncio.wait_for(check(), 30))

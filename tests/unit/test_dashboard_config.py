@@ -48,7 +48,7 @@ def test_every_key() -> None:
 
 def test_beyond_loopback_needs_a_token_and_tls() -> None:
     message = refused({"host": "0.0.0.0"})
-    assert "cluster.dashboard.token (or cluster.auth.mode token) and cluster.tls" in message
+    assert "cluster.dashboard.token (or cluster.auth.mode token or mtls) and cluster.tls" in message
     assert "127.0.0.1" in message
     assert "cluster.tls" in refused({"host": "10.0.0.5", "token": TOKEN})
     assert "cluster.dashboard.token" in refused(

@@ -195,11 +195,16 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         tls=tls,
         data_dir=data_dir,
         provider=provider,
-        dashboard=parse_dashboard(cluster, tls is not None, cluster_tokens=auth.mode == "token"),
+        dashboard=parse_dashboard(cluster, tls is not None, cluster_tokens=_credentials_open_pages(auth, tls)),
         auth=auth,
         allowed_commands=parse_applications(cluster, loopback, builtins),
         builtin_applications=builtins,
     )
+
+
+def _credentials_open_pages(auth: AuthConfig, tls: TlsConfig | None) -> bool:
+    """Whether the cluster's tokens or client certificates can guard the dashboard."""
+    return auth.mode == "token" or (auth.mode == "mtls" and tls is not None and tls.ca_file is not None)
 
 
 def _check_flamepy_tls(auth: AuthConfig, tls: TlsConfig | None, cluster: Section) -> None:

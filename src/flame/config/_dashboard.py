@@ -43,7 +43,8 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_dashboard(cluster: Section, has_tls: bool, cluster_tokens: bool = False) -> DashboardConfig:
-    """``cluster_tokens``: cluster.auth.mode is token, whose tokens open the pages too."""
+    """``cluster_tokens``: the cluster's own credentials open the pages too (cluster.auth.mode
+    token, or mtls with cluster.tls.ca_file: its client certificates)."""
     section = cluster.section("dashboard")
     section.check_keys(_KEYS)
     enabled = section.raw("enabled")
@@ -65,11 +66,8 @@ def parse_dashboard(cluster: Section, has_tls: bool, cluster_tokens: bool = Fals
     config = DashboardConfig(enabled, host, port, token, port_given=section.has("port"))
     if enabled is not False and not config.local:
         tokens = token is not None or cluster_tokens
-        missing = [
-            what
-            for what, ok in (("cluster.dashboard.token (or cluster.auth.mode token)", tokens), ("cluster.tls", has_tls))
-            if not ok
-        ]
+        needs = (("cluster.dashboard.token (or cluster.auth.mode token or mtls)", tokens), ("cluster.tls", has_tls))
+        missing = [what for what, ok in needs if not ok]
         if missing:
             raise InvalidArgument(
                 f"{cluster.source}: {section.key('host')} {host!r} is reachable beyond this machine, so the "

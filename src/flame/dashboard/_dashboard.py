@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flame.config import DashboardConfig, TlsConfig
 from flame.dashboard._grpc import CallCounter
@@ -40,12 +40,16 @@ class Dashboard:
         tls: TlsConfig | None = None,
         tick: float | None = None,
         tokens: Authenticator | None = None,
+        certificates: Authenticator | None = None,
     ) -> None:
         """``tokens``: the cluster's bearer tokens (cluster.auth.mode token), whose holders of role
-        admin, user or viewer may open the pages as well as holders of ``config.token``."""
+        admin, user or viewer may open the pages as well as holders of ``config.token``;
+        ``certificates`` (mode mtls): client certificates mapped to identities, checked the same way
+        when the pages are served over TLS with the cluster's CA."""
         self.config = config
-        self.tokens = tokens
         self.tls = tls if not config.local else None  # TLS only where a token travels beyond this host
+        self.tokens = tokens
+        self.certificates = certificates if self.tls is not None and self.tls.ca_file else None
         self.state = ClusterState(controller)
         self.metrics = Metrics(self.state)
         self.publisher = (
@@ -85,9 +89,25 @@ class Dashboard:
             return False
         return identity.role in PAGE_ROLES
 
+    def accepts_certificate(self, peercert: dict[str, Any] | None) -> bool:
+        """Whether the TLS client certificate (as ssl's getpeercert() gives it) opens the pages."""
+        if self.certificates is None or not peercert:
+            return False
+        names = [value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"]
+        alternatives = [value for kind, value in peercert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
+        context = {
+            "x509_common_name": [n.encode() for n in names],
+            "x509_subject_alternative_name": [n.encode() for n in alternatives],
+        }
+        try:
+            identity = self.certificates.authenticate(None, context)
+        except FlameError:
+            return False
+        return identity.role in PAGE_ROLES
+
     @property
     def protected(self) -> bool:
-        return self.config.token is not None or self.tokens is not None
+        return self.config.token is not None or self.tokens is not None or self.certificates is not None
 
     def grpc_interceptor(self) -> CallCounter:
         """Counts the gRPC server's calls by method and code (give it to grpc.aio.server)."""

@@ -96,6 +96,10 @@ class WebServer:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        if self.dashboard.certificates is not None and self.tls.ca_file:
+            # mtls: a certificate the cluster's CA signed is asked for, not required (a token still works)
+            context.load_verify_locations(self.tls.ca_file)
+            context.verify_mode = ssl.CERT_OPTIONAL
         return context
 
     # ---- middlewares ------------------------------------------------------------------------
@@ -115,6 +119,9 @@ class WebServer:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         accepts = self.dashboard.accepts
         if not self.dashboard.protected or request.path.startswith("/static/"):
+            return await handler(request)
+        transport = request.transport
+        if transport is not None and self.dashboard.accepts_certificate(transport.get_extra_info("peercert")):
             return await handler(request)
         given = request.query.get("token")
         if given is not None and accepts(given):  # a shared link: keep it in a cookie, drop it from the url

@@ -174,7 +174,13 @@ class SessionManager:
             return None
         from flame.dashboard import Dashboard
 
-        return Dashboard(self.controller, self.config.dashboard, self.config.tls, tokens=self.auth.tokens)
+        return Dashboard(
+            self.controller,
+            self.config.dashboard,
+            self.config.tls,
+            tokens=self.auth.tokens,
+            certificates=self.auth.certificates,
+        )
 
     async def start_web(self) -> None:
         """Serve the dashboard's pages and /metrics, when enabled (start() does it unless told not to)."""

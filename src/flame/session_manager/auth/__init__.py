@@ -37,6 +37,7 @@ class Auth:
     main: Guard | None = None
     flamepy: Guard | None = None
     tokens: TokenAuthenticator | None = field(default=None, repr=False)
+    certificates: CertificateAuthenticator | None = None  # mode mtls: certificate names -> identities
 
     def reload(self) -> bool:
         """Re-read the tokens file (SIGHUP). False when there is none or it was refused."""
@@ -55,7 +56,7 @@ def build_auth(config: AuthConfig) -> Auth:
         auth.tokens = TokenAuthenticator(config.tokens_file)
         authenticator = auth.tokens
     elif config.mode == "mtls":
-        authenticator = CertificateAuthenticator(config.identities)
+        authenticator = auth.certificates = CertificateAuthenticator(config.identities)
     if authenticator is not None:
         auth.main = Guard(authenticator, certificates=config.mode == "mtls")
     if config.flamepy_endpoint is not None:
