@@ -39,10 +39,10 @@ import yaml
 from _flame_up import flame_up
 
 import flame
+from flame.auth.identity import TokenAuthenticator
 from flame.config import cluster_config_from_dict
 from flame.protocol import ext_pb2, ext_pb2_grpc, frontend_pb2, frontend_pb2_grpc, types_pb2
 from flame.session_manager.auth import Guard
-from flame.session_manager.auth.identity import TokenAuthenticator
 from flame.session_manager.server import SessionManager
 
 TICKS = os.sysconf("SC_CLK_TCK")

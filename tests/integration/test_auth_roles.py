@@ -204,13 +204,13 @@ def test_users_work_on_their_own_sessions(secured: LocalCluster) -> None:
 
 
 def test_registrations_and_refusals_are_audited(secured: LocalCluster, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="flame.session_manager.auth.audit")
+    caplog.set_level(logging.INFO, logger="flame.auth.audit")
     with flame.connect(secured.endpoint, token=token_of("admin")) as admin:
         admin.register_application("audited", {"command": FLMPING})
         admin.unregister_application("audited")
     with flame.connect(secured.endpoint, token=token_of("bob")) as bob, pytest.raises(flame.PermissionDenied):
         bob.register_application("audited", {"command": FLMPING})
-    lines = [r.getMessage() for r in caplog.records if r.name == "flame.session_manager.auth.audit"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "flame.auth.audit"]
     assert any(
         line.startswith("application audited registered") and "by root (admin, token) from ipv" in line
         for line in lines

@@ -54,7 +54,7 @@ def test_a_caller_without_a_known_token_can_neither_put_nor_read(
 ) -> None:
     stored = client(cache, token_of("user")).put_object("app/s", {"secret": 1})
     stranger = client(cache, token)
-    with caplog.at_level(logging.WARNING, logger="flame.session_manager.auth.audit"):
+    with caplog.at_level(logging.WARNING, logger="flame.auth.audit"):
         with pytest.raises(Unauthenticated, match="bearer token"):
             stranger.put_object("app/s", {"planted": True})
         with pytest.raises(Unauthenticated):

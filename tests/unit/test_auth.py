@@ -10,6 +10,7 @@ import pytest
 
 from flame.apps import builtin_applications
 from flame.apps.flmping import flmping_application_spec
+from flame.auth.identity import CertificateAuthenticator, TokenAuthenticator
 from flame.config import (
     BUILTIN_COMMANDS,
     CommandAllowlist,
@@ -21,7 +22,6 @@ from flame.config import (
 from flame.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from flame.session_manager.auth import Identity, Role
 from flame.session_manager.auth.access import CURRENT, Access
-from flame.session_manager.auth.identity import CertificateAuthenticator, TokenAuthenticator
 from flame.types import ApplicationSpec, Session, SessionSpec
 
 TOKEN = "a-token-of-sixteen-or-more"

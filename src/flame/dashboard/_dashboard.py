@@ -12,17 +12,17 @@ import hmac
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from flame.auth import Role
 from flame.config import DashboardConfig, TlsConfig
 from flame.dashboard._grpc import CallCounter
 from flame.dashboard._metrics import Metrics
 from flame.dashboard._publisher import Publisher
 from flame.dashboard._state import ClusterState
 from flame.errors import FlameError
-from flame.session_manager.auth.roles import Role
 
 if TYPE_CHECKING:
+    from flame.auth import Authenticator
     from flame.dashboard._server import WebServer
-    from flame.session_manager.auth.guard import Authenticator
     from flame.session_manager.controller import Controller
     from flame.session_manager.scheduler import Decision
 

@@ -18,12 +18,9 @@ from typing import Any
 
 import pyarrow.flight as flight
 
+from flame.auth import Authenticator, Identity, Role, audit, needed
 from flame.errors import FlameError, PermissionDenied
 from flame.protocol.flight import flight_error
-from flame.session_manager.auth import audit
-from flame.session_manager.auth.guard import Authenticator
-from flame.session_manager.auth.identity import Identity
-from flame.session_manager.auth.roles import Role, needed
 
 _M = flight.FlightMethod
 READERS = frozenset({Role.ADMIN, Role.USER, Role.NODE, Role.VIEWER})

@@ -14,6 +14,7 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flame.auth import Authenticator, FixedIdentity, Identity, Role, TokenAuthenticator
 from flame.config import CacheConfig, CacheEndpoint
 from flame.errors import InvalidArgument, Unavailable
 from flame.object_cache.auth import CacheGuard
@@ -21,9 +22,6 @@ from flame.object_cache.eviction import EvictionConfig
 from flame.object_cache.server import CacheFlightServer
 from flame.object_cache.storage import open_storage
 from flame.object_cache.store import ObjectStore
-from flame.session_manager.auth.guard import Authenticator
-from flame.session_manager.auth.identity import FixedIdentity, Identity, TokenAuthenticator
-from flame.session_manager.auth.roles import Role
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from flame.auth import audit
 from flame.config import CommandAllowlist, command_line
 from flame.errors import FlameError, InvalidArgument, NotFound, PermissionDenied
 from flame.protocol import (
@@ -28,7 +29,7 @@ from flame.protocol import (
     task_to_pb,
     types_pb2,
 )
-from flame.session_manager.auth import Access, audit
+from flame.session_manager.auth import Access
 from flame.session_manager.controller import Controller
 from flame.session_manager.records import SessionRecord
 from flame.types import ApplicationSpec

@@ -1,10 +1,10 @@
 """Authentication and authorization of the session manager's gRPC calls (``cluster.auth``).
 
 - :mod:`roles`: the role table, method path -> roles allowed;
-- :mod:`identity`: tokens, client certificates and the flamepy listener's fixed identity;
+- :mod:`flame.auth`: tokens, client certificates, fixed identities, roles and the audit log,
+  shared with the object cache and the dashboard;
 - :mod:`guard`: the check that applies both before a servicer method runs;
-- :mod:`access`: session ownership, asked by the servicers;
-- :mod:`audit`: the audit log lines.
+- :mod:`access`: session ownership, asked by the servicers.
 """
 
 from __future__ import annotations
@@ -12,15 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from flame.auth.identity import Authenticator, CertificateAuthenticator, FixedIdentity, Identity, TokenAuthenticator
 from flame.config import AuthConfig
 from flame.session_manager.auth.access import CURRENT, Access
-from flame.session_manager.auth.guard import Authenticator, Guard
-from flame.session_manager.auth.identity import (
-    CertificateAuthenticator,
-    FixedIdentity,
-    Identity,
-    TokenAuthenticator,
-)
+from flame.session_manager.auth.guard import Guard
 from flame.session_manager.auth.roles import RULES, Role
 
 logger = logging.getLogger(__name__)

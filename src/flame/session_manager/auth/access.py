@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar
 
+from flame.auth.identity import Identity
+from flame.auth.roles import Role
 from flame.errors import PermissionDenied
-from flame.session_manager.auth.identity import Identity
-from flame.session_manager.auth.roles import Role
 from flame.types import Session
 
 CURRENT: ContextVar[Identity | None] = ContextVar("flame_caller", default=None)

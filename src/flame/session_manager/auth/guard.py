@@ -10,25 +10,18 @@ UNAUTHENTICATED or PERMISSION_DENIED before the servicer runs, so it cannot chan
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
+from flame.auth import audit
+from flame.auth.identity import Authenticator, Identity
 from flame.errors import FlameError, PermissionDenied
 from flame.protocol import abort_with
-from flame.session_manager.auth import audit
 from flame.session_manager.auth.access import CURRENT
-from flame.session_manager.auth.identity import Identity
 from flame.session_manager.auth.roles import RULES, Role, needed
 
 Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
-
-
-class Authenticator(Protocol):
-    #: Changes when the credentials are reloaded: open streams check their caller again.
-    generation: int
-
-    def authenticate(self, metadata: Any, auth_context: Any = None) -> Identity: ...
 
 
 class Guard:

@@ -6,16 +6,9 @@ rule (and the table-driven test fails until it does).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
-
-class Role(str, enum.Enum):
-    ADMIN = "admin"  # applications (register, update, unregister); anyone's sessions
-    USER = "user"  # sessions and tasks (its own, unless cluster.auth.user_sessions is all)
-    NODE = "node"  # executor managers: the Backend only
-    VIEWER = "viewer"  # read-only
-
+from flame.auth.roles import Role, needed
 
 _FRONTEND = "/flame.v1.Frontend/"
 _EXT = "/flame.ext.v1.FrontendExt/"
@@ -54,10 +47,4 @@ RULES: Mapping[str, frozenset[Role]] = {
     _BACKEND + "Connect": NODES,
 }
 
-
-def needed(roles: frozenset[Role]) -> str:
-    """``role admin`` or ``one of the roles admin, user``, for refusal messages."""
-    names = sorted(role.value for role in roles)
-    if not names:
-        return "a rule in the role table (this call has none and is refused to everyone)"
-    return f"role {names[0]}" if len(names) == 1 else f"one of the roles {', '.join(names)}"
+__all__ = ["RULES", "Role", "needed"]

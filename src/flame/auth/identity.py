@@ -7,15 +7,24 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from flame.auth.roles import Role
 from flame.config import CertificateIdentity, TokenEntry, load_tokens, token_digest
 from flame.errors import InvalidArgument, Unauthenticated
-from flame.session_manager.auth.roles import Role
 
 logger = logging.getLogger(__name__)
 
 _BEARER = "bearer "
+
+
+class Authenticator(Protocol):
+    """Who is calling, from a call's metadata (and, with mTLS, its auth context)."""
+
+    #: Changes when the credentials are reloaded: open streams check their caller again.
+    generation: int
+
+    def authenticate(self, metadata: Any, auth_context: Any = None) -> Identity: ...
 
 
 @dataclass(frozen=True)

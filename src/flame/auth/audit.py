@@ -1,14 +1,14 @@
 """The audit log: one line per application change and per refused call (who, what, from where).
 
-Lines go to the ``flame.session_manager.auth.audit`` logger, so an operator can route them to a
-file of their own with standard logging configuration.
+Lines go to the ``flame.auth.audit`` logger (the session manager's and the object cache's), so
+an operator can route them to a file of their own with standard logging configuration.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flame.session_manager.auth.identity import Identity
+from flame.auth.identity import Identity
 
 logger = logging.getLogger(__name__)
 
