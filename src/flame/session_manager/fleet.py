@@ -255,8 +255,9 @@ class Fleet:
 
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> None:
         """Apply finished tasks, store and announce them (once committed), refill the freed executors."""
-        c = self.c
-        executors, sessions, limit = c.executors, c.sessions, c.settings.max_task_size
+        controller = self.c
+        executors, sessions = controller.executors, controller.sessions
+        limit = controller.settings.max_task_size
         changed: dict[str, list[Task]] = {}
         freed: dict[str, set[str]] = {}
         for outcome in outcomes:  # per task: names looked up once above, each field read once
@@ -265,13 +266,13 @@ class Fleet:
             task_id = outcome.task_id
             if ex is None or rec is None or task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
-            c.task_done(rec, ex, ex.inflight.pop(task_id))
+            controller.task_done(rec, ex, ex.inflight.pop(task_id))
             freed.setdefault(rec.id, set()).add(ex.id)
             task = rec.tasks[task_id]
             if outcome.state == _SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
                 if output is not None and len(output) > limit:
-                    c.finish_task(
+                    controller.finish_task(
                         rec,
                         task,
                         TaskState.FAILED,
@@ -279,7 +280,7 @@ class Fleet:
                         f"(cluster.limits.max_task_size) is {limit} bytes",
                     )
                 else:
-                    c.finish_task(rec, task, TaskState.SUCCEED, None, output)
+                    controller.finish_task(rec, task, TaskState.SUCCEED, None, output)
                 changed.setdefault(rec.id, []).append(task)
                 continue
             message = outcome.message if outcome.HasField("message") else None
