@@ -166,6 +166,9 @@ def main() -> None:
             f"   {rate:6,.0f} tasks/s"
         )
     own = statistics.median(r.own_us for r in results[True])
+    if not (medians[True] and medians[False]):  # CPU time comes in 10 ms ticks: too few tasks to count
+        print("ratio on/off: n/a (no CPU tick counted; run more tasks)")
+        return
     print(
         f"ratio on/off: {medians[True] / medians[False]:.3f} (target < 1.05; this machine's noise shows in the rounds)"
     )
