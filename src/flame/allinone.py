@@ -156,9 +156,15 @@ class AllInOne:
     def _start_cache(self, config: CacheConfig) -> None:
         from flame.object_cache import ObjectCache
 
-        cache = ObjectCache(config, authenticator=self.session_manager.auth.tokens)
+        cache = ObjectCache(config, authenticator=self.session_manager.auth.tokens, owners=self._session_owner)
         cache.start()
         self.object_cache = cache
+
+    def _session_owner(self, session_id: str) -> tuple[bool, str | None]:
+        """For the object cache's threads: whether the session exists, and who owns it (a read of
+        one dict entry and two attributes, which the event loop's writes cannot tear)."""
+        rec = self.session_manager.controller.sessions.get(session_id)
+        return (False, None) if rec is None else (True, rec.session.spec.owner)
 
     def _node_settings(self) -> AgentSettings:
         if self.executors is not None:

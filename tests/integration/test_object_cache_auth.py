@@ -231,3 +231,34 @@ def test_with_mtls_the_cache_takes_only_client_certificates_its_ca_signed(tmp_pa
             with pytest.raises(flame.FlameError):
                 anonymous.put_object("app/s", "planted")
         assert [r.key for r in node.list_objects()] == [ref.key]
+
+
+def test_on_flame_up_a_user_reaches_only_its_own_sessions_objects(tmp_path: Path) -> None:
+    tokens = write_tokens(tmp_path / "tokens.yaml")
+    auth = {"auth": {"mode": "token", "tokens_file": str(tokens)}}
+    with LocalCluster(executors=1, cluster=auth) as cluster:
+        endpoint = cluster.cache_endpoint
+        alice, bob = (flame.connect(cluster.endpoint, token=token_of(name)) for name in ("alice", "bob"))
+        try:
+            session = alice.create_session("flmping")
+            ref = alice.cache_at(endpoint).put_object(f"flmping/{session.id}", {"alice's": "data"})
+            theirs = bob.cache_at(endpoint)
+            with pytest.raises(PermissionDenied, match=f"session '{session.id}' belongs to 'alice'"):
+                theirs.get_object(ref)
+            with pytest.raises(PermissionDenied):
+                theirs.put_object(f"flmping/{session.id}", "planted")
+            with pytest.raises(PermissionDenied):
+                theirs.delete_objects(f"flmping/{session.id}")
+            with pytest.raises(PermissionDenied, match="every session of 'flmping' needs role admin"):
+                theirs.delete_objects("flmping/*")
+            assert ref.key not in [r.key for r in theirs.list_objects()]
+            # A session that does not exist yet is anyone's to fill (flame.Executor puts first).
+            early = theirs.put_object("flmping/bobs-next-session", "bob's")
+            assert theirs.get_object(early) == "bob's"
+            admin = ObjectCacheClient(endpoint, token=token_of("admin"))
+            assert admin.get_object(ref) == {"alice's": "data"}
+            assert alice.cache_at(endpoint).get_object(ref) == {"alice's": "data"}
+            assert [r.key for r in admin.list_objects(f"flmping/{session.id}")] == [ref.key]
+        finally:
+            alice.close()
+            bob.close()

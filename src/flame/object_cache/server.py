@@ -19,7 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flame.auth import Identity
 from flame.errors import FlameError, InvalidArgument
+from flame.object_cache.auth import Caller, Ownership
 from flame.object_cache.keys import ObjectKey, parse_ticket
 from flame.object_cache.objects import OPAQUE_SCHEMA, RESPONSE_SCHEMA, blob, is_native_table
 from flame.object_cache.store import ObjectInfo, ObjectStore
@@ -58,6 +60,12 @@ class _Complete:
             )
 
 
+def _caller(context: Any) -> Identity | None:
+    """The identity the guard admitted this call with (None: the cache checks no one)."""
+    caller = context.get_middleware("auth")
+    return caller.identity if isinstance(caller, Caller) else None
+
+
 def _fields(schema: pa.Schema) -> str:
     return ", ".join(f"{field.name}: {field.type}" for field in schema)
 
@@ -74,6 +82,7 @@ class CacheFlightServer(flight.FlightServerBase):
         *,
         guard: flight.ServerMiddlewareFactory | None = None,
         client_ca: bytes | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         super().__init__(
             location,
@@ -84,6 +93,12 @@ class CacheFlightServer(flight.FlightServerBase):
         )
         self.store = store
         self.public = public
+        self.ownership = ownership
+
+    def _check(self, context: Any, key: ObjectKey, method: str) -> None:
+        """PermissionDenied unless the caller may reach ``key`` (its session is its own, for a user)."""
+        if self.ownership is not None:
+            self.ownership.check(_caller(context), key, f"object cache {method}")
 
     def _ref(self, info: ObjectInfo) -> bytes:
         return encode_object_ref(self.public, info.key, info.version)
@@ -103,13 +118,13 @@ class CacheFlightServer(flight.FlightServerBase):
 
     def do_put(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
         try:
-            info = self._put(descriptor, _Complete(reader, context))
+            info = self._put(descriptor, _Complete(reader, context), context)
         except FlameError as exc:
             logger.info("do_put refused: %s", exc.message)
             raise flight_error(exc) from exc
         writer.write(pa.py_buffer(self._ref(info)))
 
-    def _put(self, descriptor: flight.FlightDescriptor, reader: Any) -> ObjectInfo:
+    def _put(self, descriptor: flight.FlightDescriptor, reader: Any, context: Any) -> ObjectInfo:
         if descriptor.descriptor_type == flight.DescriptorType.CMD:
             command = bytes(descriptor.command)
             if not command.startswith(_PATCH):
@@ -117,12 +132,14 @@ class CacheFlightServer(flight.FlightServerBase):
                     f"unknown do_put command {command[:40]!r}: expected PATCH:<app>/<session>/<object>"
                 )
             key = ObjectKey.parse_full(_text(command[len(_PATCH) :], "PATCH key"))
+            self._check(context, key, "DoPut")
             return self.store.patch(key, self._read_opaque(reader, f"patch of {key}"))
         if len(descriptor.path) != 1:
             raise InvalidArgument("invalid do_put descriptor: expected one path, '<app>/<session>[/<object>]'")
         key = ObjectKey.parse(_text(bytes(descriptor.path[0]), "descriptor path"))
         if key.is_all_sessions:
             raise InvalidArgument(f"invalid do_put key {str(key)!r}: '*' is only for delete")
+        self._check(context, key, "DoPut")
         if is_native_table(reader.schema):
             return self.store.put(key, table=self._read_table(reader, f"object under {key}"))
         return self.store.put(key, data=self._read_opaque(reader, f"object under {key}"))
@@ -169,6 +186,7 @@ class CacheFlightServer(flight.FlightServerBase):
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         try:
             key, since = parse_ticket(bytes(ticket.ticket))
+            self._check(context, key, "DoGet")
             schema, batches = self.store.get(key).response(since)
         except FlameError as exc:
             raise flight_error(exc) from exc
@@ -179,6 +197,7 @@ class CacheFlightServer(flight.FlightServerBase):
             if descriptor.descriptor_type != flight.DescriptorType.PATH or len(descriptor.path) != 1:
                 raise InvalidArgument("invalid descriptor: expected the path '<app>/<session>/<object>'")
             key = ObjectKey.parse_full(_text(bytes(descriptor.path[0]), "descriptor path"))
+            self._check(context, key, "GetFlightInfo")
             info = self.store.info(key)
             if info is None:  # not indexed: it may be on disk (written there by a client)
                 self.store.get(key)
@@ -193,7 +212,11 @@ class CacheFlightServer(flight.FlightServerBase):
             prefix = ObjectKey.parse(_text(bytes(criteria), "criteria")) if criteria else None
         except FlameError as exc:
             raise flight_error(exc) from exc
-        for info in self.store.list(prefix):
+        infos = list(self.store.list(prefix))
+        if self.ownership is not None:
+            visible = set(self.ownership.visible(_caller(context), [info.key for info in infos]))
+            infos = [info for info in infos if info.key in visible]
+        for info in infos:
             endpoint = flight.FlightEndpoint(info.key.encode(), [self.public])
             descriptor = flight.FlightDescriptor.for_path(info.key)
             yield flight.FlightInfo(
@@ -206,6 +229,7 @@ class CacheFlightServer(flight.FlightServerBase):
                 raise InvalidArgument(f"unknown action {action.type!r}: the cache supports DELETE")
             body = action.body.to_pybytes() if action.body is not None else b""
             prefix = ObjectKey.parse(_text(body, "DELETE body"))
+            self._check(context, prefix, "DoAction DELETE")
             self.store.delete(prefix)
         except FlameError as exc:
             raise flight_error(exc) from exc

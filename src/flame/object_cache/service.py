@@ -17,7 +17,7 @@ import pyarrow.flight as flight
 from flame.auth import Authenticator, FixedIdentity, Identity, Role, TokenAuthenticator
 from flame.config import CacheConfig, CacheEndpoint
 from flame.errors import InvalidArgument, Unavailable
-from flame.object_cache.auth import CacheGuard
+from flame.object_cache.auth import CacheGuard, Owners, Ownership
 from flame.object_cache.eviction import EvictionConfig
 from flame.object_cache.server import CacheFlightServer
 from flame.object_cache.storage import open_storage
@@ -60,9 +60,13 @@ def _outward_address() -> str:
 class ObjectCache:
     """``start()`` binds (port 0: any free port, see ``endpoint``); ``serve()`` blocks; ``shutdown()``."""
 
-    def __init__(self, config: CacheConfig, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self, config: CacheConfig, authenticator: Authenticator | None = None, owners: Owners | None = None
+    ) -> None:
         """``authenticator``: who may call (default: by ``config.auth``; ``flame up`` shares its
-        session manager's, so one SIGHUP reloads both)."""
+        session manager's, so one SIGHUP reloads both). ``owners``: who owns a session, where the
+        cache can ask (``flame up``): then, with ``user_sessions: own``, a user reaches only the
+        objects of its own sessions."""
         self.config = config
         self.storage = open_storage(config.storage)
         eviction = EvictionConfig(config.eviction_policy, config.max_memory, config.max_objects)
@@ -72,6 +76,8 @@ class ObjectCache:
             assert config.auth.tokens_file is not None  # the config refuses token mode without one
             authenticator = self._tokens = TokenAuthenticator(config.auth.tokens_file)  # InvalidArgument if bad
         self._authenticator = authenticator
+        checks_callers = authenticator is not None and config.auth.user_sessions == "own"
+        self._ownership = Ownership(owners) if owners is not None and checks_callers else None
         self._server: CacheFlightServer | None = None
         self._flamepy: CacheFlightServer | None = None
         self._stopped = threading.Event()
@@ -102,7 +108,7 @@ class ObjectCache:
                 raise InvalidArgument(f"cache.tls: cannot read {exc.filename!r}: {exc.strerror}") from exc
         client_ca = _read(self.config.client_ca_file, "cache.tls.ca_file") if self.config.client_ca_file else None
         guard = CacheGuard(self._authenticator, "cache") if self._authenticator is not None else None
-        self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca)
+        self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca, self._ownership)
         self.endpoint = self._server.public
         if self.config.flamepy_endpoint is not None:
             try:
@@ -124,7 +130,7 @@ class ObjectCache:
         """No credentials asked; every call is identity ``flamepy`` with cluster.auth.flamepy_role."""
         role = Role(self.config.auth.flamepy_role)
         guard = CacheGuard(FixedIdentity(Identity("flamepy", role, "flamepy listener")), "cache flamepy listener")
-        return _listen("grpc", endpoint.host, endpoint.port, self.store, [], guard, None)
+        return _listen("grpc", endpoint.host, endpoint.port, self.store, [], guard, None, self._ownership)
 
     def serve(self) -> None:
         """Block until shutdown()."""
@@ -167,12 +173,15 @@ def _listen(
     tls: list[flight.CertKeyPair],
     guard: CacheGuard | None,
     client_ca: bytes | None,
+    ownership: Ownership | None = None,
 ) -> CacheFlightServer:
     """A Flight server on ``host:port`` (0: any free port) whose ObjectRefs name where it is reachable."""
     bind = f"[{host}]" if ":" in host else host
     placeholder = f"{scheme}://{bind}:{port}"
     try:
-        server = CacheFlightServer(placeholder, store, placeholder, tls, guard=guard, client_ca=client_ca)
+        server = CacheFlightServer(
+            placeholder, store, placeholder, tls, guard=guard, client_ca=client_ca, ownership=ownership
+        )
     except (OSError, pa.ArrowException) as exc:
         raise Unavailable(f"the object cache cannot listen on {placeholder}: {exc}") from exc
     public_host = _outward_address() if host in ("0.0.0.0", "::") else host
