@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flame.client._object_ref import ObjectRef
-from flame.config import load_client_config
+from flame.config import ClientConfig, load_client_config
 
 if TYPE_CHECKING:
     from flame.client._cache import Deserializer, ObjectCacheClient
@@ -41,7 +41,7 @@ def cache_client(
     """
     from flame.client._cache import ObjectCacheClient
 
-    client_config = load_client_config(config)
+    client_config = _client_config(config)
     if endpoint is None:
         endpoint = client_config.cache_endpoint or DEFAULT_CACHE_ENDPOINT
         ca_file = ca_file or client_config.cache_ca_file or client_config.ca_file
@@ -54,6 +54,25 @@ def cache_client(
         if key not in _clients:
             _clients[key] = ObjectCacheClient(endpoint, ca_file, token=token, cert_file=cert_file, key_file=key_file)
         return _clients[key]
+
+
+_configs: dict[tuple[str | Path | None, tuple[tuple[str, str], ...]], ClientConfig] = {}
+
+
+def _client_config(config: str | Path | None) -> ClientConfig:
+    """The client config, read once per process for the same file and environment: every get of
+    an object asks for the cache client, and a YAML file read per object is not free."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLAME_") or k == "HOME"))
+    key = (config, env)
+    with _clients_lock:
+        found = _configs.get(key)
+    if found is None:
+        found = load_client_config(config)
+        with _clients_lock:
+            if len(_configs) >= 64:  # environments that keep changing (tests): keep the newest only
+                _configs.clear()
+            _configs[key] = found
+    return found
 
 
 def common_object(data: bytes | None, deserializer: Deserializer | None = None) -> Any:
