@@ -226,13 +226,17 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         self.c = controller
         self.access = access or Access()
 
+    async def _submit(self, request: Any) -> tuple[int, int]:
+        """Create the request's tasks: (first task id, count)."""
+        session_id = _require(request.session_id, "session_id")
+        _session(self.c, self.access, session_id)
+        tasks = await self.c.create_tasks(session_id, list(request.inputs))
+        return (int(tasks[0].id) if tasks else 0), len(tasks)
+
     async def SubmitTasks(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
-            session_id = _require(request.session_id, "session_id")
-            _session(self.c, self.access, session_id)
-            tasks = await self.c.create_tasks(session_id, list(request.inputs))
-            first = int(tasks[0].id) if tasks else 0
-            return ext_pb2.SubmitTasksResponse(first_task_id=first, count=len(tasks))
+            first, count = await self._submit(request)
+            return ext_pb2.SubmitTasksResponse(first_task_id=first, count=count)
 
         return await _call(context, work)
 
@@ -241,13 +245,11 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         await context.send_initial_metadata(())  # the client learns the stream is served before sending
         async for request in requests:
             try:
-                session_id = _require(request.session_id, "session_id")
-                _session(self.c, self.access, session_id)
-                tasks = await self.c.create_tasks(session_id, list(request.inputs))
+                first, count = await self._submit(request)
             except FlameError as exc:
                 yield ext_pb2.SubmitReply(code=status_for(exc).value[0], message=exc.message)
                 continue
-            yield ext_pb2.SubmitReply(first_task_id=int(tasks[0].id) if tasks else 0, count=len(tasks))
+            yield ext_pb2.SubmitReply(first_task_id=first, count=count)
 
     async def WatchSession(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
