@@ -101,11 +101,9 @@ class ObjectCache:
         tls = []
         if ep.tls:
             assert self.config.cert_file is not None and self.config.key_file is not None
-            try:
-                with open(self.config.cert_file, "rb") as cert, open(self.config.key_file, "rb") as key:
-                    tls = [flight.CertKeyPair(cert.read(), key.read())]
-            except OSError as exc:
-                raise InvalidArgument(f"cache.tls: cannot read {exc.filename!r}: {exc.strerror}") from exc
+            tls = [
+                flight.CertKeyPair(_read(self.config.cert_file, "cache.tls"), _read(self.config.key_file, "cache.tls"))
+            ]
         client_ca = _read(self.config.client_ca_file, "cache.tls.ca_file") if self.config.client_ca_file else None
         guard = CacheGuard(self._authenticator, "cache") if self._authenticator is not None else None
         self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca, self._ownership)
