@@ -28,6 +28,7 @@ PROVIDERS = ("none", "kubernetes")
 SCHEDULERS = ("default", "volcano")
 DEFAULT_IMAGE = "flame-python:0.1.0"
 DEFAULT_POD_ENDPOINT = "http://flame-session-manager:8080"
+DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _KEYS = (
     "namespace",
     "image",
@@ -75,7 +76,7 @@ class KubernetesConfig:
     kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG or ~/.kube/config
     context: str | None = None
     # In a pod, without a kubeconfig: where the service account's token, ca.crt and namespace are.
-    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
+    service_account_dir: str = DEFAULT_SERVICE_ACCOUNT_DIR
     owner_configmap: str | None = None  # pods are owned by this ConfigMap (garbage-collected with it)
     max_pod_failures: int = 3  # pods of a session failing in a row before it gives up (event 1002)
     failure_backoff: float = 2.0  # wait after a failed pod, doubled after each further one
@@ -132,7 +133,7 @@ def _kubernetes(section: Section) -> KubernetesConfig:
         queue=section.string("queue", "default"),
         kubeconfig=section.optional_string("kubeconfig"),
         context=section.optional_string("context"),
-        service_account_dir=section.string("service_account_dir", "/var/run/secrets/kubernetes.io/serviceaccount"),
+        service_account_dir=section.string("service_account_dir", DEFAULT_SERVICE_ACCOUNT_DIR),
         owner_configmap=_name(section, "owner_configmap"),
         max_pod_failures=section.integer("max_pod_failures", 3, 1),
         failure_backoff=section.number("failure_backoff", 2.0, 0, inclusive=True, unit="seconds"),
