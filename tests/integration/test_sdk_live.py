@@ -31,7 +31,7 @@ def test_100k_outstanding_tasks_cost_one_stream_and_no_threads(local: LocalClust
         while conn.get_session(session.id).pending < 100_000:
             assert not any(f.done() for f in futures[:10]), futures[0].exception()
         assert threading.active_count() <= threads_before
-        watchers = local.run(lambda sm: len(sm.controller.sessions[session.id].session_watchers))
+        watchers = local.run(lambda sm: sm.controller.watcher_count(session.id))
         assert watchers == 1
         events = conn.get_session(session.id).events  # the scheduler says why nothing runs
         assert any(e.code == 1001 and "no node can hold" in (e.message or "") for e in events), events

@@ -1,4 +1,4 @@
-"""Session manager semantics driven through Controller + Fleet, without a network.
+"""Session manager semantics driven through the Controller (its core and effect runner), without a network.
 
 A NodeLink stands in for an executor manager's stream: the test reads the commands
 the session manager sends it and answers with reports and outcomes as an agent would.
@@ -15,7 +15,7 @@ import pytest
 from flame.errors import AlreadyExists, Internal, InvalidArgument, InvalidState, NotFound
 from flame.protocol import backend_pb2, types_pb2
 from flame.session_manager.controller import Controller, ControllerSettings
-from flame.session_manager.fleet import Fleet
+from flame.session_manager.effects import ApplyDecision, CheckNodes, NodeConnected, NodeMessage
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
 from flame.session_manager.scheduler import plan
@@ -45,7 +45,6 @@ class Harness:
     def __init__(self, storage: MemoryStorage | None = None, **settings: object) -> None:
         self.storage = storage or MemoryStorage("memory")
         self.c = Controller(self.storage, ControllerSettings(**settings))  # type: ignore[arg-type]
-        self.fleet = Fleet(self.c)
         self.link = NodeLink("n1")
         self.node: NodeRecord | None = None
 
@@ -55,7 +54,8 @@ class Harness:
         await self.c.register_application("app", ApplicationSpec(command="/bin/true"))
         register = backend_pb2.RegisterNode(name="n1", max_executors=cpu)
         register.capacity.cpu, register.capacity.memory = cpu, cpu * 1024**3
-        self.node = self.fleet.node_connected(register, self.link)
+        self.c.handle(NodeConnected(register, self.link))
+        self.node = self.c.nodes["n1"]
         await self.take()  # the Registered reply
 
     async def take(self) -> backend_pb2.ManagerMessage:
@@ -64,19 +64,17 @@ class Harness:
         return message
 
     def schedule(self) -> None:
-        self.fleet.apply(plan(self.fleet.snapshot()))
+        self.c.handle(ApplyDecision(plan(self.c.core.fleet.snapshot())))
 
     def report(self, executor_id: str, state: int, session_id: str | None = None, message: str | None = None) -> None:
-        assert self.node is not None
-        self.fleet.executor_report(
-            self.node,
-            backend_pb2.ExecutorReport(executor_id=executor_id, state=state, session_id=session_id, message=message),
+        report = backend_pb2.ExecutorReport(
+            executor_id=executor_id, state=state, session_id=session_id, message=message
         )
+        self.c.handle(NodeMessage("n1", backend_pb2.AgentMessage(executors=[report])))
 
     async def outcome(self, executor_id: str, session_id: str, task_id: str, **kw: object) -> None:
-        self.fleet.task_outcomes(
-            [backend_pb2.TaskOutcome(executor_id=executor_id, session_id=session_id, task_id=task_id, **kw)]  # type: ignore[arg-type]
-        )
+        outcome = backend_pb2.TaskOutcome(executor_id=executor_id, session_id=session_id, task_id=task_id, **kw)  # type: ignore[arg-type]
+        self.c.handle(NodeMessage("n1", backend_pb2.AgentMessage(outcomes=[outcome])))
         await self.storage.flush()
 
     async def bound_executor(self, session_id: str) -> str:
@@ -307,15 +305,15 @@ def test_pipeline_depth_follows_task_duration() -> None:
         await h.start()
         await h.c.create_session("s", SessionSpec(application="app", max_instances=1))
         rec = h.c.sessions["s"]
-        assert h.c.window(rec) == 2  # nothing known yet: one running, one queued
+        assert h.c.core.window(rec) == 2  # nothing known yet: one running, one queued
         rec.task_seconds = 0.0001  # short tasks: a deep pipeline, capped by the setting
-        assert h.c.window(rec) == h.c.settings.executor_window
+        assert h.c.core.window(rec) == h.c.settings.executor_window
         await h.c.create_tasks("s", [b"x"] * 100)
         executor_id = await h.bound_executor("s")
         message = await h.take()
         assert len(message.run) == h.c.settings.executor_window  # many tasks in one message
         rec.task_seconds = 5.0  # long tasks: never more than one waiting behind the running one
-        assert h.c.window(rec) == 2
+        assert h.c.core.window(rec) == 2
         assert len(h.c.executors[executor_id].inflight) == h.c.settings.executor_window
 
     run(main)
@@ -388,9 +386,9 @@ def test_silent_node_is_forgotten_and_its_running_tasks_requeued() -> None:
         await h.take()
         assert (await h.c.get_task("s", "1")).state == TaskState.RUNNING
         assert h.node is not None
-        h.fleet.check_nodes(h.node.node.last_heartbeat_time + 500)  # not silent for long enough
+        h.c.handle(CheckNodes(h.node.node.last_heartbeat_time + 500))  # not silent for long enough
         assert executor_id in h.c.executors
-        h.fleet.check_nodes(h.node.node.last_heartbeat_time + 1_000)
+        h.c.handle(CheckNodes(h.node.node.last_heartbeat_time + 1_000))
         assert executor_id not in h.c.executors
         task = await h.c.get_task("s", "1")
         assert task.state == TaskState.PENDING and "lost" in (task.events[-1].message or "")
@@ -406,7 +404,7 @@ def test_session_weight_reaches_the_scheduler_and_survives_a_restart() -> None:
         await h.start()
         await h.c.create_session("s", SessionSpec(application="app"))
         await h.c.set_session_weight("s", 3.0)
-        (view,) = h.fleet.snapshot().sessions
+        (view,) = h.c.core.fleet.snapshot().sessions
         assert view.weight == 3.0
         for bad in (0.0, -1.0, float("nan"), 1e7):
             with pytest.raises(InvalidArgument, match="0 < weight <= 1e6"):

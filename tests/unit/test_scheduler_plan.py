@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flame.session_manager.controller import Controller, ControllerSettings
-from flame.session_manager.fleet import Fleet
+from flame.session_manager.core import ControllerSettings, Core
+from flame.session_manager.effects import ApplyDecision
 from flame.session_manager.scheduler import (
     Action,
     BindExecutor,
@@ -24,7 +24,6 @@ from flame.session_manager.scheduler import (
     UnbindExecutor,
     plan,
 )
-from flame.session_manager.storage import MemoryStorage
 from flame.types import ExecutorState, ResourceRequirement
 
 X = ExecutorState
@@ -313,7 +312,7 @@ def test_unplaceable_reported_only_while_the_session_wants_executors() -> None:
 
 
 def test_fleet_skips_actions_the_state_no_longer_allows(caplog: pytest.LogCaptureFixture) -> None:
-    fleet = Fleet(Controller(MemoryStorage(), ControllerSettings()))
+    core = Core(ControllerSettings())
     stale = Decision(
         [
             CreateExecutor("gone-node", "gone-session", SLOT),
@@ -322,5 +321,5 @@ def test_fleet_skips_actions_the_state_no_longer_allows(caplog: pytest.LogCaptur
             ReleaseExecutor("gone-executor"),
         ]
     )
-    fleet.apply(stale)  # nothing raises: each is skipped with a warning
+    assert not core.handle(ApplyDecision(stale))  # nothing raises or happens: each is skipped with a warning
     assert caplog.text.count("skipping") == 4

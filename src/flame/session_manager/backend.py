@@ -10,24 +10,17 @@ from typing import Any
 
 import grpc
 
-from flame.errors import InvalidState
 from flame.protocol import backend_pb2, backend_pb2_grpc
 from flame.session_manager.controller import Controller
-from flame.session_manager.fleet import Fleet
+from flame.session_manager.effects import NodeConnected, NodeDisconnected, NodeMessage
 from flame.session_manager.links import NodeLink
-from flame.session_manager.records import NodeRecord
-from flame.types import ExecutorState, TaskState
 
 logger = logging.getLogger(__name__)
 
-_EXECUTOR_STATES = frozenset(int(s) for s in ExecutorState)
-_FINAL_STATES = frozenset({int(TaskState.SUCCEED), int(TaskState.FAILED)})
-
 
 class BackendService(backend_pb2_grpc.BackendServicer):
-    def __init__(self, controller: Controller, fleet: Fleet, *, require_client_certificate: bool = False) -> None:
+    def __init__(self, controller: Controller, *, require_client_certificate: bool = False) -> None:
         self.c = controller
-        self.fleet = fleet
         # Mutual TLS: executor managers must come through the port that requires a client
         # certificate signed by cluster.tls.ca_file; the clients' port asks for none.
         self.require_client_certificate = require_client_certificate
@@ -55,10 +48,9 @@ class BackendService(backend_pb2_grpc.BackendServicer):
         self, register: backend_pb2.RegisterNode, request_iterator: AsyncIterator[Any]
     ) -> AsyncIterator[backend_pb2.ManagerMessage]:
         """One registered node's stream: its messages in, our commands out (also used in-process)."""
-        first = backend_pb2.AgentMessage(register=register)
-        link = NodeLink(first.register.name)
-        node = self.fleet.node_connected(first.register, link)
-        reader = asyncio.create_task(self._read(request_iterator, node, link), name=f"backend-read-{link.node_name}")
+        link = NodeLink(register.name)
+        self.c.handle(NodeConnected(register, link))
+        reader = asyncio.create_task(self._read(request_iterator, link), name=f"backend-read-{link.node_name}")
         try:
             while True:
                 message = await link.next_message()
@@ -70,32 +62,16 @@ class BackendService(backend_pb2_grpc.BackendServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # the stream is gone either way
                 await reader
-            self.fleet.node_disconnected(node, link)
+            self.c.handle(NodeDisconnected(link.node_name, link))
 
-    async def _read(self, messages: AsyncIterator[Any], node: NodeRecord, link: NodeLink) -> None:
+    async def _read(self, messages: AsyncIterator[Any], link: NodeLink) -> None:
+        handle, name = self.c.handle, link.node_name
         try:
             async for message in messages:
-                self._handle(node, message)
+                if link.closed:  # replaced by a newer stream of the node, or the node was forgotten
+                    return
+                handle(NodeMessage(name, message))  # outcomes stored and published once committed
         except grpc.aio.AioRpcError as exc:
-            logger.info("stream from node %s ended: %s", link.node_name, exc.code())
+            logger.info("stream from node %s ended: %s", name, exc.code())
         finally:
             link.close()
-
-    def _handle(self, node: NodeRecord, message: backend_pb2.AgentMessage) -> None:
-        self.fleet.heartbeat(node)
-        for report in message.executors:
-            if report.state not in _EXECUTOR_STATES:
-                logger.warning("node %s: ignoring a report of executor state %d", node.node.name, report.state)
-                continue
-            try:
-                self.fleet.executor_report(node, report)
-            except InvalidState as exc:  # a report out of order: the agent is confused, we need not be
-                logger.warning(
-                    "node %s: ignoring a report for executor %s: %s", node.node.name, report.executor_id, exc
-                )
-        outcomes = [o for o in message.outcomes if o.state in _FINAL_STATES]
-        if len(outcomes) < len(message.outcomes):
-            logger.warning("node %s: ignoring outcomes that are neither Succeed nor Failed", node.node.name)
-        if not outcomes:
-            return
-        self.fleet.task_outcomes(outcomes)  # stored and published once committed; not waited for

@@ -1,24 +1,25 @@
-"""Executors and nodes: what executor managers report, and applying scheduler decisions.
+"""The core's executor and node half: what executor managers report, and scheduler decisions.
 
-Works on the Controller's state (composition: the Fleet holds the controller, the
-controller knows nothing of the fleet).
+Part of the pure core (flame.session_manager.core): it changes the core's state and asks for
+effects (commands down a node's link, commits), and does no I/O. The core holds the fleet and
+hands it the events about nodes.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
+from flame.errors import InvalidState
 from flame.protocol import backend_pb2, resreq_from_pb
+from flame.session_manager import effects as fx
 from flame.session_manager import states
-from flame.session_manager.appcheck import unsupported_shim
-from flame.session_manager.controller import Controller, task_timeout_label
-from flame.session_manager.links import NodeLink
+from flame.session_manager.appcheck import task_timeout_label, unsupported_shim
 from flame.session_manager.records import ExecutorRecord, NodeRecord, SessionRecord
 from flame.session_manager.scheduler import (
     BindExecutor,
     CreateExecutor,
-    Decision,
     ExecutorView,
     NodeView,
     ReleaseExecutor,
@@ -40,20 +41,25 @@ from flame.types import (
     now_ms,
 )
 
+if TYPE_CHECKING:
+    from flame.session_manager.core import Core
+
 logger = logging.getLogger(__name__)
 
 _SUCCEED = int(TaskState.SUCCEED)
+_EXECUTOR_STATES = frozenset(int(s) for s in ExecutorState)
+_FINAL_STATES = frozenset({int(TaskState.SUCCEED), int(TaskState.FAILED)})
 X = ExecutorState
 
 
 class Fleet:
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
-        controller.on_session_closed.append(self.session_closed)
+    def __init__(self, core: Core) -> None:
+        self.c = core
 
     # ---- nodes ----------------------------------------------------------------------------
 
-    def node_connected(self, register: backend_pb2.RegisterNode, link: NodeLink) -> NodeRecord:
+    def node_connected(self, event: fx.NodeConnected) -> NodeRecord:
+        register, link = event
         name = register.name
         capacity = resreq_from_pb(register.capacity)
         rec = self.c.nodes.get(name)
@@ -61,7 +67,7 @@ class Fleet:
             rec = NodeRecord(Node(name=name, capacity=capacity, allocatable=capacity))
             self.c.nodes[name] = rec
         elif rec.link is not None and rec.link is not link:
-            rec.link.close()  # a newer stream from the same node replaces the old one
+            self.c.out.append(fx.CloseLink(rec.link))  # a newer stream from the same node replaces the old one
         node = rec.node
         node.capacity = node.allocatable = capacity
         node.info = NodeInfo(arch=register.info.arch, os=register.info.os)
@@ -70,7 +76,7 @@ class Fleet:
         node.state = NodeState.READY
         node.last_heartbeat_time = now_ms()
         rec.link = link
-        link.registered(self.c.settings.heartbeat_interval_ms)
+        self.c.out.append(fx.Registered(link, self.c.settings.heartbeat_interval_ms))
         self._reconcile(rec, register.executors)
         logger.info("node %s connected (%s, %d executor slots)", name, capacity, register.max_executors)
         self.c.kick()
@@ -84,31 +90,50 @@ class Fleet:
             if ex is None or ex.executor.node != rec.node.name:
                 if ExecutorState(report.state) != X.RELEASED:
                     assert rec.link is not None
-                    rec.link.release(report.executor_id)
+                    self.c.out.append(fx.ReleaseOnNode(rec.link, report.executor_id))
                 continue
             seen.add(ex.id)
             self.executor_report(rec, report)
         for executor_id in list(rec.executors - seen):
             self._forget(self.c.executors[executor_id], "its node reconnected without it")
 
-    def node_disconnected(self, rec: NodeRecord, link: NodeLink) -> None:
-        if rec.link is not link:
+    def node_disconnected(self, event: fx.NodeDisconnected) -> None:
+        rec = self.c.nodes.get(event.node)
+        if rec is None or rec.link is not event.link:
             return
         rec.link = None
         rec.node.state = NodeState.NOT_READY
         logger.info("node %s disconnected; waiting %d ms for it to return", rec.node.name, self.c.settings.node_lost_ms)
 
-    def heartbeat(self, rec: NodeRecord) -> None:
-        rec.node.last_heartbeat_time = now_ms()
+    def node_message(self, event: fx.NodeMessage) -> None:
+        """One message of a node's stream: a heartbeat, executor reports and task outcomes."""
+        node = self.c.nodes.get(event.node)
+        if node is None:  # forgotten (lost, or its pod went) while the message travelled
+            return
+        message = event.message
+        node.node.last_heartbeat_time = now_ms()
+        for report in message.executors:
+            if report.state not in _EXECUTOR_STATES:
+                logger.warning("node %s: ignoring a report of executor state %d", event.node, report.state)
+                continue
+            try:
+                self.executor_report(node, report)
+            except InvalidState as exc:  # a report out of order: the agent is confused, we need not be
+                logger.warning("node %s: ignoring a report for executor %s: %s", event.node, report.executor_id, exc)
+        outcomes = [o for o in message.outcomes if o.state in _FINAL_STATES]
+        if len(outcomes) < len(message.outcomes):
+            logger.warning("node %s: ignoring outcomes that are neither Succeed nor Failed", event.node)
+        if outcomes:
+            self.task_outcomes(outcomes)
 
-    def check_nodes(self, now: int) -> None:
+    def check_nodes(self, event: fx.CheckNodes) -> None:
         """Forget nodes that stopped reporting; their running tasks go back to Pending."""
         for name, rec in list(self.c.nodes.items()):
-            silent = now - rec.node.last_heartbeat_time
+            silent = event.now - rec.node.last_heartbeat_time
             if silent < self.c.settings.node_lost_ms:
                 continue
             if rec.link is not None:
-                rec.link.close()
+                self.c.out.append(fx.CloseLink(rec.link))
                 rec.link = None
             if rec.node.state != NodeState.UNKNOWN:
                 logger.warning("node %s lost (silent for %d ms); forgetting its executors", name, silent)
@@ -119,13 +144,14 @@ class Fleet:
             for executor_id in list(rec.executors):
                 self._forget(self.c.executors[executor_id], f"node {name} was lost")
 
-    def lose_node(self, name: str, reason: str) -> None:
-        """Forget node ``name`` now (a provider saw its pod go): its running tasks go back to Pending."""
+    def lose_node(self, event: fx.LoseNode) -> None:
+        """Forget a node now (a provider saw its pod go): its running tasks go back to Pending."""
+        name, reason = event
         rec = self.c.nodes.pop(name, None)
         if rec is None:
             return
         if rec.link is not None:
-            rec.link.close()
+            self.c.out.append(fx.CloseLink(rec.link))
             rec.link = None
         logger.info("node %s gone: %s; forgetting its executors", name, reason)
         for executor_id in list(rec.executors):
@@ -202,7 +228,7 @@ class Fleet:
         ex = self.c.executors.get(report.executor_id)
         if ex is None:
             if ExecutorState(report.state) != X.RELEASED and node.link is not None:
-                node.link.release(report.executor_id)
+                self.c.out.append(fx.ReleaseOnNode(node.link, report.executor_id))
             return
         if report.HasField("log_file"):
             ex.executor.log_file = report.log_file
@@ -357,8 +383,9 @@ class Fleet:
             idle_release_ms=c.settings.idle_release_ms,
         )
 
-    def apply(self, decision: Decision) -> None:
+    def apply(self, event: fx.ApplyDecision) -> None:
         """Carry out a plan made from this cycle's snapshot; an action the state no longer allows is skipped."""
+        decision = event.decision
         c = self.c
         allowed = {
             BindExecutor: (X.IDLE, X.VOID),
@@ -396,7 +423,7 @@ class Fleet:
                 unplaceable.unplaceable_reported = True
                 c.session_event(unplaceable, EVENT_SESSION_BIND_FAILED, reason)
 
-    def _link(self, ex: ExecutorRecord) -> NodeLink | None:
+    def _link(self, ex: ExecutorRecord) -> object | None:
         node = self.c.nodes.get(ex.executor.node)
         return node.link if node is not None else None
 
@@ -407,7 +434,7 @@ class Fleet:
         self.c.executors[executor.id] = ex
         node.executors.add(executor.id)
         if node.link is not None:
-            node.link.create(executor.id, executor.resreq)
+            self.c.out.append(fx.CreateOnNode(node.link, executor.id, executor.resreq))
         self._bind(ex, action.session_id)
 
     def _bind(self, ex: ExecutorRecord, session_id: str) -> None:
@@ -420,14 +447,15 @@ class Fleet:
         link = self._link(ex)
         if link is not None:
             timeout = task_timeout_label(app.name, app.spec)
-            link.bind(ex.id, rec.session, app, self.c.settings.task_timeout if timeout is None else timeout)
+            task_timeout = self.c.settings.task_timeout if timeout is None else timeout
+            self.c.out.append(fx.BindOnNode(link, ex.id, rec.session, app, task_timeout))
 
     def _unbind(self, ex: ExecutorRecord) -> None:
         self._set_state(ex, X.UNBINDING)
         self._detach(ex)
         link = self._link(ex)
         if link is not None:
-            link.unbind(ex.id)
+            self.c.out.append(fx.UnbindOnNode(link, ex.id))
 
     def _release(self, ex: ExecutorRecord) -> None:
         self._set_state(ex, X.RELEASING)
@@ -436,4 +464,4 @@ class Fleet:
             rec.executors.discard(ex.id)
         link = self._link(ex)
         if link is not None:
-            link.release(ex.id)
+            self.c.out.append(fx.ReleaseOnNode(link, ex.id))

@@ -44,11 +44,13 @@ class NodeLink:
             task_timeout_ms=None if task_timeout is None else max(1, round(task_timeout * 1000)),
         )
 
-    def run(self, executor_id: str, task: Task) -> None:
-        self._touch().run.add(
-            executor_id=executor_id,
-            task=shim_pb2.TaskContext(task_id=task.id, session_id=task.session_id, input=task.input),
-        )
+    def run(self, executor_id: str, tasks: list[Task]) -> None:
+        run = self._touch().run
+        context = shim_pb2.TaskContext
+        for task in tasks:
+            run.add(
+                executor_id=executor_id, task=context(task_id=task.id, session_id=task.session_id, input=task.input)
+            )
 
     def unbind(self, executor_id: str) -> None:
         self._touch().unbind.add(executor_id=executor_id)

@@ -1,16 +1,11 @@
-"""In-memory records the controller keeps around the domain objects."""
+"""In-memory records the core keeps around the domain objects."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from flame.session_manager.links import NodeLink
 from flame.types import Executor, Node, Session, Task, now_ms
-
-# A watcher's queue receives tasks as they change; None ends the watch.
-TaskQueue = asyncio.Queue["Task | None"]
 
 
 @dataclass
@@ -23,10 +18,8 @@ class SessionRecord:
     task_seconds: float | None = None  # moving average of how long its tasks occupy an executor
     gave_up: bool = False
     unplaceable_reported: bool = False
-    # Set while a close_session commits: no tasks are taken or dispatched meanwhile.
-    closing: asyncio.Future[None] | None = None
-    task_watchers: dict[str, list[TaskQueue]] = field(default_factory=dict)
-    session_watchers: list[TaskQueue] = field(default_factory=list)
+    # When its close began, while that close commits: no tasks are taken or dispatched meanwhile.
+    closing_at: int | None = None
 
     @property
     def id(self) -> str:
@@ -54,5 +47,5 @@ class ExecutorRecord:
 @dataclass
 class NodeRecord:
     node: Node
-    link: NodeLink | None = None
+    link: object | None = None  # the handle of its stream while connected (the controller's NodeLink)
     executors: set[str] = field(default_factory=set)

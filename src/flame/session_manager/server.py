@@ -19,7 +19,6 @@ from flame.protocol import add_servicer, backend_pb2_grpc, ext_pb2, frontend_pb2
 from flame.session_manager.auth import Auth, Identity, Role, build_auth
 from flame.session_manager.backend import BackendService
 from flame.session_manager.controller import Controller, ControllerSettings
-from flame.session_manager.fleet import Fleet
 from flame.session_manager.frontend import FrontendExtService, FrontendService
 from flame.session_manager.providers import Provider, build_provider
 from flame.session_manager.scheduler import Scheduler
@@ -63,11 +62,10 @@ class SessionManager:
         self.config = config
         self.storage: Storage = open_storage(config.storage, config.data_dir)
         self.controller = Controller(self.storage, settings or controller_settings(config))
-        self.fleet = Fleet(self.controller)
         self.scheduler = Scheduler(config.policies)  # an unknown policy name is refused here
         mutual = config.tls is not None and config.tls.ca_file is not None
-        self.backend = BackendService(self.controller, self.fleet, require_client_certificate=mutual)
-        self.provider: Provider = build_provider(config, self.controller, self.fleet)
+        self.backend = BackendService(self.controller, require_client_certificate=mutual)
+        self.provider: Provider = build_provider(config, self.controller)
         self.auth: Auth = build_auth(config.auth)  # a bad tokens file is refused here
         self._server: grpc.aio.Server | None = None
         # Awaited after state is recovered and the built-ins are registered, before the ports listen.
@@ -151,7 +149,6 @@ class SessionManager:
         self._scheduler = asyncio.create_task(
             run_scheduler(
                 self.controller,
-                self.fleet,
                 self.config.schedule_interval_ms,
                 self.scheduler,
                 self.provider,

@@ -18,7 +18,6 @@ from flame.session_manager.scheduler import Snapshot
 
 if TYPE_CHECKING:
     from flame.session_manager.controller import Controller
-    from flame.session_manager.fleet import Fleet
 
 
 class Provider(Protocol):
@@ -42,7 +41,7 @@ class NoProvider:
         return None
 
 
-def build_provider(config: ClusterConfig, controller: Controller, fleet: Fleet) -> Provider:
+def build_provider(config: ClusterConfig, controller: Controller) -> Provider:
     if config.provider is None:
         return NoProvider()
     try:
@@ -54,7 +53,7 @@ def build_provider(config: ClusterConfig, controller: Controller, fleet: Fleet) 
             "cluster.provider is kubernetes but its client library is not installed: "
             "pip install 'flame-python[kubernetes]'"
         ) from exc
-    return KubernetesProvider(config.provider, config.name, controller, fleet)
+    return KubernetesProvider(config.provider, config.name, controller)
 
 
 __all__ = ["NoProvider", "Provider", "build_provider"]

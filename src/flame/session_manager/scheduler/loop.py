@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from flame.session_manager.effects import ApplyDecision, CheckNodes
 from flame.session_manager.scheduler.plan import Scheduler
 from flame.session_manager.scheduler.snapshot import Decision
 from flame.types import now_ms
 
 if TYPE_CHECKING:
     from flame.session_manager.controller import Controller
-    from flame.session_manager.fleet import Fleet
     from flame.session_manager.providers import Provider
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 async def run_scheduler(
     controller: Controller,
-    fleet: Fleet,
     interval_ms: int,
     scheduler: Scheduler | None = None,
     provider: Provider | None = None,
@@ -39,10 +38,10 @@ async def run_scheduler(
         await controller.wait_for_kick(interval_ms / 1000)
         try:
             started = time.perf_counter()
-            fleet.check_nodes(now_ms())
-            snapshot = fleet.snapshot()
+            controller.handle(CheckNodes(now_ms()))
+            snapshot = controller.core.fleet.snapshot()
             decision = scheduler.plan(snapshot)
-            fleet.apply(decision)
+            controller.handle(ApplyDecision(decision))
             if provider is not None:
                 provider.reconcile(decision.unmet, snapshot)
             spent_ms = (time.perf_counter() - started) * 1000

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from flame.config import KubernetesConfig
+from flame.session_manager.effects import GiveUp, LoseNode
 from flame.session_manager.providers.kubernetes._api import Expired, KubeApi, Obj
 from flame.session_manager.providers.kubernetes._pods import (
     ANNOTATION_SESSION,
@@ -34,12 +35,10 @@ from flame.session_manager.providers.kubernetes._pods import (
 )
 from flame.session_manager.providers.kubernetes._reconcile import Backoff, PodInfo, plan_pods
 from flame.session_manager.scheduler import Snapshot
-from flame.session_manager.storage import PutTask
-from flame.types import EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP, TaskState
+from flame.types import EVENT_SESSION_BIND_FAILED, EVENT_SESSION_BIND_GIVEN_UP
 
 if TYPE_CHECKING:
     from flame.session_manager.controller import Controller
-    from flame.session_manager.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +47,10 @@ _RETRY_SECONDS = 1.0
 
 
 class KubernetesProvider:
-    def __init__(self, config: KubernetesConfig, cluster: str, controller: Controller, fleet: Fleet) -> None:
+    def __init__(self, config: KubernetesConfig, cluster: str, controller: Controller) -> None:
         self.config = config
         self.cluster = cluster
         self.controller = controller
-        self.fleet = fleet
         self.pods: dict[str, PodInfo] = {}
         self.backoff: dict[str, Backoff] = {}
         self.podgroups: set[str] = set()
@@ -191,7 +189,7 @@ class KubernetesProvider:
         pod = self.pods.get(name)
         if pod is not None:
             pod.deleting = True
-        self.fleet.lose_node(name, f"its pod is being deleted ({reason})")
+        self.controller.handle(LoseNode(name, f"its pod is being deleted ({reason})"))
         logger.info("deleting pod %s: %s", name, reason)
         try:
             async with self._calls:
@@ -260,7 +258,7 @@ class KubernetesProvider:
             self.pods.pop(name, None)
             if pod is not None and not pod.deleting:
                 self._session_event(pod.session_id, f"pod {name} was deleted; its tasks are retried elsewhere")
-            self.fleet.lose_node(name, "its pod was deleted")
+            self.controller.handle(LoseNode(name, "its pod was deleted"))
             self._wake.set()
             return
         if pod is None:
@@ -277,7 +275,7 @@ class KubernetesProvider:
             self._unschedulable.discard(pod.session_id)
         if status.failed and "failed" not in pod.reported:
             pod.reported.add("failed")  # told, backed off and deleted by the next _apply
-            self.fleet.lose_node(name, f"its pod failed ({status.failed})")
+            self.controller.handle(LoseNode(name, f"its pod failed ({status.failed})"))
             pod.deleting = True
             self._doomed[name] = (pod.session_id, status.failed)
         state = self.backoff.get(pod.session_id)
@@ -315,14 +313,6 @@ class KubernetesProvider:
         if state.failures < self.config.max_pod_failures or state.gave_up:
             return
         state.gave_up = True
-        rec = self.controller.sessions.get(session_id)
-        if rec is None:
-            return
         reason = f"gave up after {state.failures} failed pods in a row; last: {message}"
-        rec.gave_up = True
-        self.controller.session_event(rec, EVENT_SESSION_BIND_GIVEN_UP, reason)
-        if not rec.executors:
-            failed = self.controller.drop_pending(rec, TaskState.FAILED, reason)
-            self.controller.storage.write_nowait(*(PutTask(t) for t in failed))
-            self.controller.publish(rec, failed)
-        self.controller.kick()
+        # Its pending tasks fail (stored, then announced) unless an executor still serves it.
+        self.controller.handle(GiveUp(session_id, EVENT_SESSION_BIND_GIVEN_UP, reason))
