@@ -36,18 +36,11 @@ from flame.config._auth import (
     read_token_file,
     token_digest,
 )
-from flame.config._cache import (
-    CacheConfig,
-    CacheEndpoint,
-    cache_config_from_dict,
-    load_cache_config,
-    parse_cache_endpoint,
-    parse_cache_storage,
-)
+from flame.config._cache import CacheConfig, cache_config_from_dict, load_cache_config, parse_cache_storage
 from flame.config._client import ClientConfig, load_client_config
 from flame.config._cluster import ClusterConfig, TlsConfig, cluster_config_from_dict, load_cluster_config
 from flame.config._dashboard import DashboardConfig
-from flame.config._endpoint import Endpoint, parse_endpoint
+from flame.config._endpoint import CacheEndpoint, Endpoint, parse_cache_endpoint, parse_endpoint
 from flame.config._provider import KubernetesConfig
 from flame.config._values import user_data_dir
 

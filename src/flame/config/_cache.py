@@ -15,13 +15,13 @@ The cache checks callers as the session manager does, by ``cluster.auth`` in the
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flame.config._auth import AuthConfig, is_loopback, parse_auth
+from flame.config._endpoint import CacheEndpoint, parse_cache_endpoint
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir
 from flame.errors import InvalidArgument
 
@@ -33,25 +33,7 @@ _KEYS = ("endpoint", "network_interface", "storage", "max_object_size", "evictio
 _IGNORED = ("pprof",)
 _EVICTION_KEYS = ("policy", "max_memory", "max_objects")
 _TLS_KEYS = ("cert_file", "key_file", "ca_file")
-_ENDPOINT_ACCEPTED = "grpc://host:port or grpcs://host:port (grpc+tls:// too; port 0-65535, default 9090)"
 _STORAGE_ACCEPTED = "none, fs:///absolute/dir or fs://dir/relative/to/the/config/file"
-_SCHEMES = {"grpc": False, "http": False, "grpcs": True, "grpc+tls": True}
-_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
-
-
-@dataclass(frozen=True)
-class CacheEndpoint:
-    host: str
-    port: int
-    tls: bool
-
-    @property
-    def location(self) -> str:
-        """As pyarrow.flight writes it: ``grpc://host:port`` or ``grpc+tls://host:port``."""
-        return f"{'grpc+tls' if self.tls else 'grpc'}://{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.location
 
 
 @dataclass(frozen=True)
@@ -73,20 +55,6 @@ class CacheConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: With auth on, a second listener that asks for no credentials (flamepy 0.6.0 cannot send any).
     flamepy_endpoint: CacheEndpoint | None = None
-
-
-def parse_cache_endpoint(text: object, key: str, source: str) -> CacheEndpoint:
-    if not isinstance(text, str) or not text.strip():
-        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
-    scheme, sep, rest = text.strip().rstrip("/").partition("://")
-    if not sep or scheme.lower() not in _SCHEMES:
-        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
-    host, colon, port_text = rest.rpartition(":")
-    if not colon or rest.endswith("]"):
-        host, port_text = rest, "9090"
-    if not host or not _HOST_RE.match(host) or not port_text.isdigit() or int(port_text) > 65535:
-        raise invalid(source, key, text, _ENDPOINT_ACCEPTED)
-    return CacheEndpoint(host.strip("[]"), int(port_text), _SCHEMES[scheme.lower()])
 
 
 def load_cache_config(

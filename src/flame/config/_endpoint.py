@@ -1,10 +1,12 @@
-"""Endpoints: where a Flame server listens or where a client connects (``http[s]://host:port``)."""
+"""Endpoints: where a Flame server listens or where a client connects: the session manager's
+``http[s]://host:port`` and the object cache's ``grpc[s]://host:port``."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from flame.config._values import invalid
 from flame.errors import InvalidArgument
 
 DEFAULT_PORT = 8080
@@ -13,6 +15,9 @@ DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
 _ACCEPTED = "http://host:port, https://host:port or host:port (port 0-65535, default 8080)"
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
+_CACHE_ACCEPTED = "grpc://host:port or grpcs://host:port (grpc+tls:// too; port 0-65535, default 9090)"
+_CACHE_SCHEMES = {"grpc": False, "http": False, "grpcs": True, "grpc+tls": True}
+_CACHE_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
 
 
 @dataclass(frozen=True)
@@ -88,3 +93,34 @@ def _split_host_port(text: str) -> tuple[str, str | None]:
         return host, after[1:] if after else None
     host, colon, port = text.partition(":")
     return host, port if colon else None
+
+
+@dataclass(frozen=True)
+class CacheEndpoint:
+    """An object cache's Arrow Flight endpoint; ``tls`` for ``grpcs://`` (or ``grpc+tls://``)."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def location(self) -> str:
+        """As pyarrow.flight writes it: ``grpc://host:port`` or ``grpc+tls://host:port``."""
+        return f"{'grpc+tls' if self.tls else 'grpc'}://{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def parse_cache_endpoint(text: object, key: str, source: str) -> CacheEndpoint:
+    if not isinstance(text, str) or not text.strip():
+        raise invalid(source, key, text, _CACHE_ACCEPTED)
+    scheme, sep, rest = text.strip().rstrip("/").partition("://")
+    if not sep or scheme.lower() not in _CACHE_SCHEMES:
+        raise invalid(source, key, text, _CACHE_ACCEPTED)
+    host, colon, port_text = rest.rpartition(":")
+    if not colon or rest.endswith("]"):
+        host, port_text = rest, "9090"
+    if not host or not _CACHE_HOST_RE.match(host) or not port_text.isdigit() or int(port_text) > 65535:
+        raise invalid(source, key, text, _CACHE_ACCEPTED)
+    return CacheEndpoint(host.strip("[]"), int(port_text), _CACHE_SCHEMES[scheme.lower()])

@@ -19,8 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flame.config._cache import parse_cache_endpoint
-from flame.config._endpoint import Endpoint, parse_endpoint_from
+from flame.config._endpoint import Endpoint, parse_cache_endpoint, parse_endpoint_from
 from flame.config._values import Section
 from flame.errors import InvalidArgument
 
