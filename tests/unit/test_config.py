@@ -58,6 +58,7 @@ def test_public_api_is_pinned() -> None:
         "Endpoint",
         "ExecutorManagerConfig",
         "KubernetesConfig",
+        "SessionManagerAddress",
         "TlsConfig",
         "TokenEntry",
         "cache_config_from_dict",

@@ -122,3 +122,18 @@ def test_the_object_cache_loads_the_same_config_and_pods_reach_it_through_its_se
     assert namespace.split(".")[0] == configmap["metadata"]["namespace"]
     assert int(port) == services[name]["spec"]["ports"][0]["port"]
     assert services[name]["spec"]["selector"] == deployments["flame-object-cache"]["spec"]["selector"]["matchLabels"]
+
+
+def test_with_token_auth_the_object_cache_asks_the_session_manager_through_its_service(objects: list[Obj]) -> None:
+    """The README's step to secure the base (mode token) is all the cache needs to hold users to their sessions."""
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    data = yaml.safe_load(configmap["data"]["flame-cluster.yaml"])
+    data["cluster"]["auth"] = {"mode": "token", "tokens_file": "/etc/flame/auth/tokens.yaml"}
+    asks = cache_config_from_dict(data, "configmap").session_manager
+    assert asks is not None
+    name, _, namespace = asks.endpoint.host.partition(".")
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert namespace.split(".")[0] == configmap["metadata"]["namespace"]
+    assert asks.endpoint.port == services[name]["spec"]["ports"][0]["port"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    assert services[name]["spec"]["selector"] == deployments["flame-session-manager"]["spec"]["selector"]["matchLabels"]

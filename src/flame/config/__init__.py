@@ -36,7 +36,13 @@ from flame.config._auth import (
     read_token_file,
     token_digest,
 )
-from flame.config._cache import CacheConfig, cache_config_from_dict, load_cache_config, parse_cache_storage
+from flame.config._cache import (
+    CacheConfig,
+    SessionManagerAddress,
+    cache_config_from_dict,
+    load_cache_config,
+    parse_cache_storage,
+)
 from flame.config._client import ClientConfig, load_client_config
 from flame.config._cluster import ClusterConfig, TlsConfig, cluster_config_from_dict, load_cluster_config
 from flame.config._dashboard import DashboardConfig
@@ -57,6 +63,7 @@ __all__ = [
     "Endpoint",
     "ExecutorManagerConfig",
     "KubernetesConfig",
+    "SessionManagerAddress",
     "TlsConfig",
     "TokenEntry",
     "cache_config_from_dict",

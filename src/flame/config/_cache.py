@@ -8,20 +8,24 @@ cache:
   eviction: {policy: lru, max_memory: "8G", max_objects: 100000}
   tls: {cert_file: ..., key_file: ..., ca_file: ...}   # ca_file: verify client certificates (auth mtls)
   flamepy_endpoint: "grpc://10.0.0.5:9091"  # auth on: a second listener without credentials, for flamepy
+  session_manager: "http://10.0.0.4:8080"   # optional: where the cache asks who owns a session
 
-The cache checks callers as the session manager does, by ``cluster.auth`` in the same file.
+The cache checks callers as the session manager does, by ``cluster.auth`` in the same file. With
+``mode: token`` and ``user_sessions: own`` it asks the session manager whether a user's session is
+its own; it finds the session manager by the same file (see :func:`_session_manager`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flame.config._auth import AuthConfig, is_loopback, parse_auth
-from flame.config._endpoint import CacheEndpoint, parse_cache_endpoint
+from flame.config._endpoint import DEFAULT_ENDPOINT, CacheEndpoint, Endpoint, parse_cache_endpoint, parse_endpoint_from
+from flame.config._provider import parse_provider
 from flame.config._values import ENVIRONMENT, Section, invalid, load_yaml, resolve_dir
 from flame.errors import InvalidArgument
 
@@ -29,11 +33,33 @@ DEFAULT_CACHE_ENDPOINT = "grpc://127.0.0.1:9090"
 DEFAULT_MAX_OBJECT_SIZE = 1024**3
 MAX_OBJECT_SIZE_LIMIT = 2**31 - 1  # an object's bytes are one Arrow binary value
 DEFAULT_MAX_MEMORY = 1024**3
-_KEYS = ("endpoint", "network_interface", "storage", "max_object_size", "eviction", "tls", "flamepy_endpoint")
+_KEYS = (
+    "endpoint",
+    "network_interface",
+    "storage",
+    "max_object_size",
+    "eviction",
+    "tls",
+    "flamepy_endpoint",
+    "session_manager",
+)
 _IGNORED = ("pprof",)
 _EVICTION_KEYS = ("policy", "max_memory", "max_objects")
 _TLS_KEYS = ("cert_file", "key_file", "ca_file")
 _STORAGE_ACCEPTED = "none, fs:///absolute/dir or fs://dir/relative/to/the/config/file"
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # a listener on every address -> this host's loopback
+
+
+@dataclass(frozen=True)
+class SessionManagerAddress:
+    """Where the cache asks the session manager who owns a session: its Frontend, its flamepy
+    listener (None: it has none), the CA that verifies an https one (None: the system's)."""
+
+    endpoint: Endpoint
+    #: The setting ``endpoint`` came from, for messages (``cluster.endpoint``, ``cache.session_manager``).
+    setting: str
+    flamepy_endpoint: Endpoint | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,8 @@ class CacheConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: With auth on, a second listener that asks for no credentials (flamepy 0.6.0 cannot send any).
     flamepy_endpoint: CacheEndpoint | None = None
+    #: With ``mode: token`` and ``user_sessions: own``, whom to ask who owns a session (else None).
+    session_manager: SessionManagerAddress | None = None
 
 
 def load_cache_config(
@@ -108,6 +136,7 @@ def _build(
         raise eviction.error("policy", policy, "one of: lru, none")
     auth = parse_auth(root.section("cluster"), base_dir)
     flamepy_endpoint = _flamepy_endpoint(cache, auth, source)
+    session_manager = _session_manager(root.section("cluster"), cache, auth)
     _check_client_certificates(cache, auth, endpoint, ca_file, source)
     return CacheConfig(
         endpoint=endpoint,
@@ -122,7 +151,46 @@ def _build(
         client_ca_file=ca_file if auth.mode == "mtls" else None,
         auth=auth,
         flamepy_endpoint=flamepy_endpoint,
+        session_manager=session_manager,
     )
+
+
+def _session_manager(cluster: Section, cache: Section, auth: AuthConfig) -> SessionManagerAddress | None:
+    """Whom the cache asks who owns a session, with ``mode: token`` and ``user_sessions: own``.
+
+    ``cache.session_manager`` if set; else ``cluster.endpoint``, unless the session manager listens
+    on every address (0.0.0.0, ::): then the Kubernetes provider's ``session_manager`` (how pods
+    reach it) if there is one, else this host's loopback. Its flamepy listener likewise, on the
+    same host when it listens on every address.
+    """
+    if auth.mode != "token" or auth.user_sessions != "own":
+        if cache.has("session_manager"):
+            raise InvalidArgument(
+                f"{cache.source}: {cache.key('session_manager')} is asked only with cluster.auth.mode token and "
+                f"user_sessions own (now {auth.mode} and {auth.user_sessions}): remove it"
+            )
+        return None
+    if cache.has("session_manager"):
+        setting, text = cache.key("session_manager"), cache.raw("session_manager")
+        endpoint = parse_endpoint_from(text, setting, cache.source)
+        if endpoint.port == 0 or endpoint.host in _ANY_ADDRESS:
+            raise cache.error("session_manager", text, "the address the cache reaches the session manager at")
+    else:
+        setting = cluster.key("endpoint")
+        text = cluster.raw("endpoint") if cluster.has("endpoint") else DEFAULT_ENDPOINT
+        endpoint = parse_endpoint_from(text, setting, cluster.source)
+        if endpoint.host in _ANY_ADDRESS:
+            pods = parse_provider(cluster)
+            if pods is not None:
+                setting, endpoint = f"{cluster.key('provider')}.kubernetes.session_manager", pods.session_manager
+            else:
+                setting, endpoint = f"{setting} on this host", replace(endpoint, host=_ANY_ADDRESS[endpoint.host])
+    flamepy = auth.flamepy_endpoint
+    if flamepy is not None and flamepy.host in _ANY_ADDRESS:
+        flamepy = replace(flamepy, host=endpoint.host)
+    https = endpoint.tls or (flamepy is not None and flamepy.tls)
+    ca_file = cluster.section("tls").optional_string("ca_file") if https else None
+    return SessionManagerAddress(endpoint, setting, flamepy, ca_file)
 
 
 def _flamepy_endpoint(cache: Section, auth: AuthConfig, source: str) -> CacheEndpoint | None:
