@@ -3,19 +3,23 @@
 A Flight server middleware sees every call's headers before the server's method runs, so a
 refused call reads nothing and stores nothing. Reading (get, info, list) is for every role but a
 caller with none; writing (put, patch, delete) is for admin, user and node: services on a node
-hold the node's credential, handed to them by their executor manager. The cache knows objects by
-``<app>/<session>/<object>``; where it can ask who owns a session (``flame up``, beside its
-session manager), a user is held to its own sessions as on the Frontend (``user_sessions: own``).
+hold the node's credential, handed to them by their executor manager.
+
+The cache knows objects by ``<app>/<session>/<object>``. With ``user_sessions: own`` a user is held
+to its own sessions as on the Frontend (:class:`Ownership`): ``flame up`` reads who owns a session
+from its session manager in the same process (:class:`LocalOwners`); a standalone cache with token
+authentication asks the session manager, passing on the caller's own token
+(:mod:`flame.object_cache.owners`), and refuses a user's call when it cannot ask (fail closed).
 
 With mutual TLS the TLS layer checks the client certificate against the cache's CA; pyarrow's
 Flight server does not show the certificate to the server, so every certificate the CA signed
-may read and write.
+may read and write, and a standalone cache cannot hold users to their own sessions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.flight as flight
 
@@ -41,19 +45,50 @@ RULES: Mapping[Any, frozenset[Role]] = {
     _M.DO_EXCHANGE: WRITERS,
 }
 
+#: The end of every refusal of another's session.
+OWN_ONLY = "role user reaches its own sessions' objects only"
+
 _NAMES = {method: "".join(part.title() for part in method.name.split("_")) for method in RULES}
 
 
 class Caller(flight.ServerMiddleware):
-    """The identity a call was admitted with, for the methods to read (``context.get_middleware``)."""
+    """Who a call was admitted as, for the methods to read (``context.get_middleware``).
 
-    def __init__(self, identity: Identity) -> None:
+    ``authorization`` is the call's own ``authorization`` header, passed on when the cache asks the
+    session manager about the caller's session; ``flamepy``: the call came through the cache's
+    flamepy listener, which takes no credentials.
+    """
+
+    def __init__(self, identity: Identity, authorization: str | None = None, *, flamepy: bool = False) -> None:
         super().__init__()
         self.identity = identity
+        self.authorization = authorization
+        self.flamepy = flamepy
 
 
 #: A session's owner by session id: (whether the session exists, its owner's name).
-Owners = Callable[[str], tuple[bool, str | None]]
+SessionOwner = Callable[[str], tuple[bool, str | None]]
+
+
+class Owners(Protocol):
+    """Whether a caller (of role user) may reach the objects of a session."""
+
+    def check(self, caller: Caller, session: str) -> None:
+        """Return if it may; else raise PermissionDenied saying why, or another FlameError when it
+        cannot be told (then the call is refused too)."""
+
+
+class LocalOwners:
+    """Owners read in the cache's own process (``flame up``: its session manager's sessions)."""
+
+    def __init__(self, owner_of: SessionOwner) -> None:
+        self._owner_of = owner_of
+
+    def check(self, caller: Caller, session: str) -> None:
+        exists, owner = self._owner_of(session)
+        if exists and owner != caller.identity.name:
+            whose = repr(owner) if owner else "no one (it predates authentication)"
+            raise PermissionDenied(f"session {session!r} belongs to {whose}; {OWN_ONLY}")
 
 
 class Ownership:
@@ -63,26 +98,35 @@ class Ownership:
     def __init__(self, owners: Owners) -> None:
         self._owners = owners
 
-    def check(self, identity: Identity | None, key: ObjectKey, method: str) -> None:
-        if identity is None or identity.role != Role.USER:
+    def check(self, caller: Caller | None, key: ObjectKey, method: str) -> None:
+        if caller is None or caller.identity.role != Role.USER:
             return
         if key.is_all_sessions:
-            raise PermissionDenied(f"{method} of every session of {key.app!r} needs role admin; {identity} has not")
-        exists, owner = self._owners(key.session)
-        if exists and owner != identity.name:
-            whose = repr(owner) if owner else "no one (it predates authentication)"
             raise PermissionDenied(
-                f"{method}: session {key.session!r} belongs to {whose}; role user reaches its own sessions' "
-                "objects only"
+                f"{method} of every session of {key.app!r} needs role admin; {caller.identity} has not"
             )
+        try:
+            self._owners.check(caller, key.session)
+        except FlameError as exc:
+            raise type(exc)(f"{method}: {exc.message}") from None
 
-    def visible(self, identity: Identity | None, keys: Iterable[str]) -> list[str]:
-        if identity is None or identity.role != Role.USER:
+    def visible(self, caller: Caller | None, keys: Iterable[str], method: str) -> list[str]:
+        """The keys among ``keys`` whose sessions ``caller`` may reach; a session that cannot be
+        told about refuses the whole listing (FlameError), it is not left out quietly."""
+        if caller is None or caller.identity.role != Role.USER:
             return list(keys)
+        reaches: dict[str, bool] = {}
         found = []
         for text in keys:
-            exists, owner = self._owners(ObjectKey.parse_full(text).session)
-            if not exists or owner == identity.name:
+            key = ObjectKey.parse_full(text)
+            session = key.session
+            if session not in reaches:
+                try:
+                    self.check(caller, key, method)
+                    reaches[session] = True
+                except PermissionDenied:
+                    reaches[session] = False
+            if reaches[session]:
                 found.append(text)
         return found
 
@@ -90,10 +134,12 @@ class Ownership:
 class CacheGuard(flight.ServerMiddlewareFactory):
     """Refuses a call whose caller the authenticator does not know, or whose role may not make it."""
 
-    def __init__(self, authenticator: Authenticator, listener: str) -> None:
+    def __init__(self, authenticator: Authenticator, listener: str, *, flamepy: bool = False) -> None:
+        """``listener`` names it in the audit log; ``flamepy``: it is the listener without credentials."""
         super().__init__()
         self._authenticator = authenticator
-        self._listener = listener  # for the audit log: which of the cache's listeners refused
+        self._listener = listener
+        self._flamepy = flamepy
 
     def start_call(self, info: Any, headers: Mapping[str, list[str]]) -> Caller:
         method = f"object cache {_NAMES.get(info.method, str(info.method))}"
@@ -106,7 +152,21 @@ class CacheGuard(flight.ServerMiddlewareFactory):
         except FlameError as exc:
             audit.refused(method, exc.message, identity, self._listener)
             raise flight_error(exc) from None
-        return Caller(identity)
+        if self._flamepy:
+            return Caller(identity, flamepy=True)
+        authorization = headers.get("authorization")  # the authenticator refused several
+        return Caller(identity, authorization[0] if authorization else None)
 
 
-__all__ = ["READERS", "RULES", "WRITERS", "CacheGuard", "Caller", "Owners", "Ownership"]
+__all__ = [
+    "OWN_ONLY",
+    "READERS",
+    "RULES",
+    "WRITERS",
+    "CacheGuard",
+    "Caller",
+    "LocalOwners",
+    "Owners",
+    "Ownership",
+    "SessionOwner",
+]

@@ -19,7 +19,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flame.auth import Identity
 from flame.errors import FlameError, InvalidArgument
 from flame.object_cache.auth import Caller, Ownership
 from flame.object_cache.keys import ObjectKey, parse_ticket
@@ -60,10 +59,10 @@ class _Complete:
             )
 
 
-def _caller(context: Any) -> Identity | None:
-    """The identity the guard admitted this call with (None: the cache checks no one)."""
+def _caller(context: Any) -> Caller | None:
+    """Who the guard admitted this call as (None: the cache checks no one)."""
     caller = context.get_middleware("auth")
-    return caller.identity if isinstance(caller, Caller) else None
+    return caller if isinstance(caller, Caller) else None
 
 
 def _fields(schema: pa.Schema) -> str:
@@ -210,12 +209,13 @@ class CacheFlightServer(flight.FlightServerBase):
     def list_flights(self, context: Any, criteria: bytes) -> Iterator[flight.FlightInfo]:
         try:
             prefix = ObjectKey.parse(_text(bytes(criteria), "criteria")) if criteria else None
+            infos = list(self.store.list(prefix))
+            if self.ownership is not None:
+                keys = [info.key for info in infos]
+                visible = set(self.ownership.visible(_caller(context), keys, "object cache ListFlights"))
+                infos = [info for info in infos if info.key in visible]
         except FlameError as exc:
             raise flight_error(exc) from exc
-        infos = list(self.store.list(prefix))
-        if self.ownership is not None:
-            visible = set(self.ownership.visible(_caller(context), [info.key for info in infos]))
-            infos = [info for info in infos if info.key in visible]
         for info in infos:
             endpoint = flight.FlightEndpoint(info.key.encode(), [self.public])
             descriptor = flight.FlightDescriptor.for_path(info.key)

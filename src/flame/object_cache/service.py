@@ -17,7 +17,7 @@ import pyarrow.flight as flight
 from flame.auth import Authenticator, FixedIdentity, Identity, Role, TokenAuthenticator
 from flame.config import CacheConfig, CacheEndpoint
 from flame.errors import InvalidArgument, Unavailable
-from flame.object_cache.auth import CacheGuard, Owners, Ownership
+from flame.object_cache.auth import CacheGuard, LocalOwners, Ownership, SessionOwner
 from flame.object_cache.eviction import EvictionConfig
 from flame.object_cache.server import CacheFlightServer
 from flame.object_cache.storage import open_storage
@@ -61,7 +61,7 @@ class ObjectCache:
     """``start()`` binds (port 0: any free port, see ``endpoint``); ``serve()`` blocks; ``shutdown()``."""
 
     def __init__(
-        self, config: CacheConfig, authenticator: Authenticator | None = None, owners: Owners | None = None
+        self, config: CacheConfig, authenticator: Authenticator | None = None, owners: SessionOwner | None = None
     ) -> None:
         """``authenticator``: who may call (default: by ``config.auth``; ``flame up`` shares its
         session manager's, so one SIGHUP reloads both). ``owners``: who owns a session, where the
@@ -77,7 +77,7 @@ class ObjectCache:
             authenticator = self._tokens = TokenAuthenticator(config.auth.tokens_file)  # InvalidArgument if bad
         self._authenticator = authenticator
         checks_callers = authenticator is not None and config.auth.user_sessions == "own"
-        self._ownership = Ownership(owners) if owners is not None and checks_callers else None
+        self._ownership = Ownership(LocalOwners(owners)) if owners is not None and checks_callers else None
         self._server: CacheFlightServer | None = None
         self._flamepy: CacheFlightServer | None = None
         self._stopped = threading.Event()
@@ -127,7 +127,8 @@ class ObjectCache:
     def _listen_for_flamepy(self, endpoint: CacheEndpoint) -> CacheFlightServer:
         """No credentials asked; every call is identity ``flamepy`` with cluster.auth.flamepy_role."""
         role = Role(self.config.auth.flamepy_role)
-        guard = CacheGuard(FixedIdentity(Identity("flamepy", role, "flamepy listener")), "cache flamepy listener")
+        flamepy = FixedIdentity(Identity("flamepy", role, "flamepy listener"))
+        guard = CacheGuard(flamepy, "cache flamepy listener", flamepy=True)
         return _listen("grpc", endpoint.host, endpoint.port, self.store, [], guard, None, self._ownership)
 
     def serve(self) -> None:
