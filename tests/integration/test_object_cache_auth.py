@@ -27,9 +27,11 @@ from tests.integration.auth_helpers import TOKENS, token_of, write_tokens
 
 
 def _config(tmp_path: Path, **cache: object) -> dict[str, object]:
+    """Roles only: with user_sessions own a standalone cache asks a session manager who owns a
+    session (tests/integration/test_object_cache_owners.py), and there is none here."""
     tokens = write_tokens(tmp_path / "tokens.yaml")
     return {
-        "cluster": {"auth": {"mode": "token", "tokens_file": str(tokens)}},
+        "cluster": {"auth": {"mode": "token", "tokens_file": str(tokens), "user_sessions": "all"}},
         "cache": {"endpoint": "grpc://127.0.0.1:0", "storage": "none", **cache},
     }
 

@@ -19,6 +19,7 @@ from flame.config import CacheConfig, CacheEndpoint
 from flame.errors import InvalidArgument, Unavailable
 from flame.object_cache.auth import CacheGuard, LocalOwners, Ownership, SessionOwner
 from flame.object_cache.eviction import EvictionConfig
+from flame.object_cache.owners import SessionManagerOwners
 from flame.object_cache.server import CacheFlightServer
 from flame.object_cache.storage import open_storage
 from flame.object_cache.store import ObjectStore
@@ -64,9 +65,10 @@ class ObjectCache:
         self, config: CacheConfig, authenticator: Authenticator | None = None, owners: SessionOwner | None = None
     ) -> None:
         """``authenticator``: who may call (default: by ``config.auth``; ``flame up`` shares its
-        session manager's, so one SIGHUP reloads both). ``owners``: who owns a session, where the
-        cache can ask (``flame up``): then, with ``user_sessions: own``, a user reaches only the
-        objects of its own sessions."""
+        session manager's, so one SIGHUP reloads both). With ``user_sessions: own`` a user reaches
+        only the objects of its own sessions: ``owners`` tells who owns a session in this process
+        (``flame up``); without it, with token authentication, the cache asks the session manager
+        of ``config.session_manager`` (on ``start()``)."""
         self.config = config
         self.storage = open_storage(config.storage)
         eviction = EvictionConfig(config.eviction_policy, config.max_memory, config.max_objects)
@@ -78,6 +80,7 @@ class ObjectCache:
         self._authenticator = authenticator
         checks_callers = authenticator is not None and config.auth.user_sessions == "own"
         self._ownership = Ownership(LocalOwners(owners)) if owners is not None and checks_callers else None
+        self._asks: SessionManagerOwners | None = None  # made on start(): the session manager's channels
         self._server: CacheFlightServer | None = None
         self._flamepy: CacheFlightServer | None = None
         self._stopped = threading.Event()
@@ -89,7 +92,10 @@ class ObjectCache:
         if self._tokens is None:
             logger.info("SIGHUP: nothing to reload (cluster.auth.mode is %s)", self.config.auth.mode)
             return False
-        return self._tokens.reload()
+        reloaded = self._tokens.reload()
+        if reloaded and self._asks is not None:
+            self._asks.forget()  # what the session manager said about the old tokens
+        return reloaded
 
     def start(self) -> None:
         loaded = self.store.load()
@@ -105,8 +111,13 @@ class ObjectCache:
                 flight.CertKeyPair(_read(self.config.cert_file, "cache.tls"), _read(self.config.key_file, "cache.tls"))
             ]
         client_ca = _read(self.config.client_ca_file, "cache.tls.ca_file") if self.config.client_ca_file else None
+        self._ask_the_session_manager()
         guard = CacheGuard(self._authenticator, "cache") if self._authenticator is not None else None
-        self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca, self._ownership)
+        try:
+            self._server = _listen(scheme, host, ep.port, self.store, tls, guard, client_ca, self._ownership)
+        except BaseException:
+            self.shutdown()  # never leave the session manager's channels behind
+            raise
         self.endpoint = self._server.public
         if self.config.flamepy_endpoint is not None:
             try:
@@ -122,6 +133,25 @@ class ObjectCache:
             self.endpoint,
             f" (flamepy: {self.flamepy_endpoint})" if self.flamepy_endpoint else "",
             self.storage.url,
+        )
+
+    def _ask_the_session_manager(self) -> None:
+        """A standalone cache with ``user_sessions: own`` and tokens asks the session manager who owns a session."""
+        address = self.config.session_manager
+        if self._ownership is not None or self._authenticator is None:
+            return
+        if address is None:
+            if self.config.auth.mode == "mtls" and self.config.auth.user_sessions == "own":
+                logger.warning(
+                    "cluster.auth.mode is mtls: this object cache checks roles only and cannot hold users to their "
+                    "own sessions (it cannot pass a client certificate on to the session manager)"
+                )
+            return
+        ca = _read(address.ca_file, "cluster.tls.ca_file") if address.ca_file else None
+        self._asks = SessionManagerOwners(address, ca)
+        self._ownership = Ownership(self._asks)
+        logger.info(
+            "users reach their own sessions' objects only: asking the session manager at %s", self._asks.endpoint
         )
 
     def _listen_for_flamepy(self, endpoint: CacheEndpoint) -> CacheFlightServer:
@@ -142,6 +172,10 @@ class ObjectCache:
         for server in servers:
             server.shutdown()
             server.wait()
+        if self._asks is not None:  # after the servers: their calls may be asking
+            self._asks.close()
+            self._asks = None
+            self._ownership = None
         if servers:
             logger.info("object cache stopped")
         self._stopped.set()
