@@ -254,9 +254,11 @@ def test_on_flame_up_a_user_reaches_only_its_own_sessions_objects(tmp_path: Path
             with pytest.raises(PermissionDenied, match="every session of 'flmping' needs role admin"):
                 theirs.delete_objects("flmping/*")
             assert ref.key not in [r.key for r in theirs.list_objects()]
-            # A session that does not exist yet is anyone's to fill (flame.Executor puts first).
+            # A session that does not exist yet is its first writer's (flame.Executor puts first).
             early = theirs.put_object("flmping/bobs-next-session", "bob's")
             assert theirs.get_object(early) == "bob's"
+            with pytest.raises(PermissionDenied, match="its objects are 'bob''s"):
+                alice.cache_at(endpoint).put_object("flmping/bobs-next-session", "planted")
             admin = ObjectCacheClient(endpoint, token=token_of("admin"))
             assert admin.get_object(ref) == {"alice's": "data"}
             assert alice.cache_at(endpoint).get_object(ref) == {"alice's": "data"}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import flamepy
+import grpc
 import pytest
 
 import flame
@@ -24,6 +25,7 @@ from flame.client._cache import ObjectCacheClient
 from flame.config import load_cache_config
 from flame.errors import PermissionDenied, Unauthenticated, Unavailable
 from flame.object_cache import ObjectCache
+from flame.protocol import frontend_pb2, frontend_pb2_grpc
 from tests.integration.auth_helpers import TOKENS, token_of, write_tokens
 from tests.integration.conftest import free_port, wait_for
 
@@ -131,10 +133,15 @@ def test_a_user_reaches_only_its_own_sessions_objects(standalone: Standalone) ->
     assert standalone.client("admin").list_objects() == []
 
 
-def test_a_session_that_does_not_exist_yet_is_open_until_it_is_created(standalone: Standalone) -> None:
-    bob = standalone.client("bob")
+def test_a_session_that_does_not_exist_yet_is_its_first_writers_until_it_is_created(standalone: Standalone) -> None:
+    bob, alice = standalone.client("bob"), standalone.client("alice")
     early = bob.put_object("flmping/bobs-next", "bob's common data")  # flame.Executor puts first
     assert bob.get_object(early) == "bob's common data"
+    claimed = "session 'bobs-next' does not exist (yet, or any more) and its objects are 'bob''s"
+    assert claimed in refused(lambda: alice.get_object(ObjectRef(early.endpoint, early.key, 0)))
+    assert claimed in refused(lambda: alice.put_object("flmping/bobs-next", "planted"))
+    assert early.key not in [r.key for r in alice.list_objects()]
+    # Once the session exists its owner decides, whoever wrote first.
     standalone.connect("alice").create_session("flmping", session_id="bobs-next")
 
     def bob_refused() -> bool:  # "does not exist" is believed for a second at most
@@ -144,8 +151,39 @@ def test_a_session_that_does_not_exist_yet_is_open_until_it_is_created(standalon
             return f"session 'bobs-next' is not bob's; {OWN_ONLY}" in str(exc)
         return False
 
+    def alice_reads() -> bool:  # her own "does not exist" answer too
+        try:
+            return bool(alice.get_object(ObjectRef(early.endpoint, early.key, 0)) == "bob's common data")
+        except PermissionDenied:
+            return False
+
     wait_for(bob_refused, timeout=10)
-    assert standalone.client("alice").get_object(ObjectRef(early.endpoint, early.key, 0)) == "bob's common data"
+    wait_for(alice_reads, timeout=10)
+
+
+def test_a_deleted_sessions_objects_stay_its_owners(standalone: Standalone) -> None:
+    alice_conn = standalone.connect("alice")
+    session = alice_conn.create_session("flmping", session_id="gone")
+    alice = standalone.client("alice")
+    ref = alice.put_object("flmping/gone", "alice's")
+    session.close()
+    stub = frontend_pb2_grpc.FrontendStub(grpc.insecure_channel(standalone.endpoint.removeprefix("http://")))
+    stub.DeleteSession(
+        frontend_pb2.DeleteSessionRequest(session_id="gone"),
+        metadata=[("authorization", f"Bearer {token_of('alice')}")],
+    )
+    with pytest.raises(flame.NotFound):
+        alice_conn.get_session("gone")
+
+    def deleted_for_bob() -> bool:  # bob's "not yours" answer is believed for a few seconds
+        try:
+            standalone.client("bob").get_object(ObjectRef(ref.endpoint, ref.key, 0))
+        except PermissionDenied as exc:
+            return "session 'gone' does not exist (yet, or any more) and its objects are 'alice''s" in str(exc)
+        return False
+
+    wait_for(deleted_for_bob, timeout=15)
+    assert alice.get_object(ObjectRef(ref.endpoint, ref.key, 0)) == "alice's"
 
 
 def test_with_the_session_manager_down_a_users_call_is_refused_not_allowed(standalone: Standalone) -> None:

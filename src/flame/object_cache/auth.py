@@ -18,6 +18,8 @@ may read and write, and a standalone cache cannot hold users to their own sessio
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -73,9 +75,10 @@ SessionOwner = Callable[[str], tuple[bool, str | None]]
 class Owners(Protocol):
     """Whether a caller (of role user) may reach the objects of a session."""
 
-    def check(self, caller: Caller, session: str) -> None:
-        """Return if it may; else raise PermissionDenied saying why, or another FlameError when it
-        cannot be told (then the call is refused too)."""
+    def check(self, caller: Caller, session: str) -> bool:
+        """True if the session is the caller's, False if there is no such session; else raise
+        PermissionDenied saying why, or another FlameError when it cannot be told (then the call
+        is refused too)."""
 
 
 class LocalOwners:
@@ -84,31 +87,58 @@ class LocalOwners:
     def __init__(self, owner_of: SessionOwner) -> None:
         self._owner_of = owner_of
 
-    def check(self, caller: Caller, session: str) -> None:
+    def check(self, caller: Caller, session: str) -> bool:
         exists, owner = self._owner_of(session)
         if exists and owner != caller.identity.name:
             whose = repr(owner) if owner else "no one (it predates authentication)"
             raise PermissionDenied(f"session {session!r} belongs to {whose}; {OWN_ONLY}")
+        return exists
+
+
+#: Most sessions whose user the cache remembers (the least recently used are forgotten first).
+MAX_CLAIMS = 100_000
 
 
 class Ownership:
-    """``user_sessions: own`` on the cache: a user's calls reach only objects of its own sessions
-    (or of sessions that do not exist yet: flame.Executor puts a session's common data first)."""
+    """``user_sessions: own`` on the cache: a user's calls reach only objects of its own sessions.
 
-    def __init__(self, owners: Owners) -> None:
+    A session that does not exist is the user's who wrote into it first (flame.Executor puts a
+    session's common data before it creates the session); one that no longer exists stays the
+    user's the cache last saw reach it. Until then it is anyone's. These claims live in the
+    cache's memory, at most ``MAX_CLAIMS`` of them: a restarted cache starts without any.
+    """
+
+    def __init__(self, owners: Owners, max_claims: int = MAX_CLAIMS) -> None:
         self._owners = owners
+        self._claims: OrderedDict[str, str] = OrderedDict()  # session -> the user it is known to be
+        self._max_claims = max_claims
+        self._lock = threading.Lock()  # Flight calls run on several threads
 
-    def check(self, caller: Caller | None, key: ObjectKey, method: str) -> None:
+    def check(self, caller: Caller | None, key: ObjectKey, method: str, *, writes: bool = False) -> None:
+        """Return if ``caller`` may reach ``key``; ``writes``: the call would store or delete there."""
         if caller is None or caller.identity.role != Role.USER:
             return
         if key.is_all_sessions:
             raise PermissionDenied(
                 f"{method} of every session of {key.app!r} needs role admin; {caller.identity} has not"
             )
+        name, session = caller.identity.name, key.session
         try:
-            self._owners.check(caller, key.session)
+            exists = self._owners.check(caller, session)
         except FlameError as exc:
             raise type(exc)(f"{method}: {exc.message}") from None
+        with self._lock:
+            claimed = self._claims.get(session)
+            if exists or (claimed is None and writes):
+                self._claims[session] = name
+                self._claims.move_to_end(session)
+                while len(self._claims) > self._max_claims:
+                    self._claims.popitem(last=False)
+            elif claimed is not None and claimed != name:
+                raise PermissionDenied(
+                    f"{method}: session {session!r} does not exist (yet, or any more) and its objects are "
+                    f"{claimed!r}'s; {OWN_ONLY}"
+                )
 
     def visible(self, caller: Caller | None, keys: Iterable[str], method: str) -> list[str]:
         """The keys among ``keys`` whose sessions ``caller`` may reach; a session that cannot be
@@ -159,6 +189,7 @@ class CacheGuard(flight.ServerMiddlewareFactory):
 
 
 __all__ = [
+    "MAX_CLAIMS",
     "OWN_ONLY",
     "READERS",
     "RULES",

@@ -162,7 +162,7 @@ class SessionManagerOwners:
     def endpoint(self) -> str:
         return self._frontend_at
 
-    def check(self, caller: Caller, session: str) -> None:
+    def check(self, caller: Caller, session: str) -> bool:
         if caller.flamepy:
             if self._flamepy is None:
                 raise PermissionDenied(
@@ -178,6 +178,7 @@ class SessionManagerOwners:
         verdict = self._answers.get(key, lambda: self._ask(stub, metadata, where, session), ASK_TIMEOUT + 1)
         if verdict is Verdict.ANOTHERS:
             raise PermissionDenied(f"session {session!r} is not {caller.identity.name}'s; {OWN_ONLY}")
+        return verdict is Verdict.YOURS
 
     def _ask(
         self,

@@ -94,10 +94,10 @@ class CacheFlightServer(flight.FlightServerBase):
         self.public = public
         self.ownership = ownership
 
-    def _check(self, context: Any, key: ObjectKey, method: str) -> None:
+    def _check(self, context: Any, key: ObjectKey, method: str, *, writes: bool = False) -> None:
         """PermissionDenied unless the caller may reach ``key`` (its session is its own, for a user)."""
         if self.ownership is not None:
-            self.ownership.check(_caller(context), key, f"object cache {method}")
+            self.ownership.check(_caller(context), key, f"object cache {method}", writes=writes)
 
     def _ref(self, info: ObjectInfo) -> bytes:
         return encode_object_ref(self.public, info.key, info.version)
@@ -131,14 +131,14 @@ class CacheFlightServer(flight.FlightServerBase):
                     f"unknown do_put command {command[:40]!r}: expected PATCH:<app>/<session>/<object>"
                 )
             key = ObjectKey.parse_full(_text(command[len(_PATCH) :], "PATCH key"))
-            self._check(context, key, "DoPut")
+            self._check(context, key, "DoPut", writes=True)
             return self.store.patch(key, self._read_opaque(reader, f"patch of {key}"))
         if len(descriptor.path) != 1:
             raise InvalidArgument("invalid do_put descriptor: expected one path, '<app>/<session>[/<object>]'")
         key = ObjectKey.parse(_text(bytes(descriptor.path[0]), "descriptor path"))
         if key.is_all_sessions:
             raise InvalidArgument(f"invalid do_put key {str(key)!r}: '*' is only for delete")
-        self._check(context, key, "DoPut")
+        self._check(context, key, "DoPut", writes=True)
         if is_native_table(reader.schema):
             return self.store.put(key, table=self._read_table(reader, f"object under {key}"))
         return self.store.put(key, data=self._read_opaque(reader, f"object under {key}"))
@@ -229,7 +229,7 @@ class CacheFlightServer(flight.FlightServerBase):
                 raise InvalidArgument(f"unknown action {action.type!r}: the cache supports DELETE")
             body = action.body.to_pybytes() if action.body is not None else b""
             prefix = ObjectKey.parse(_text(body, "DELETE body"))
-            self._check(context, prefix, "DoAction DELETE")
+            self._check(context, prefix, "DoAction DELETE", writes=True)
             self.store.delete(prefix)
         except FlameError as exc:
             raise flight_error(exc) from exc
