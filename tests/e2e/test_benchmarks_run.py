@@ -19,6 +19,7 @@ RUNS = {
     "dashboard_cost.py": (["--tasks", "200", "--rounds", "1"], "ratio on/off:"),
     "pending_memory.py": (["--tasks", "2000", "--burst", "1000"], "bytes per pending task"),
     "cache.py": (["--repeats-scale", "0.01"], "medians; ratio = our time / bare pyarrow time"),
+    "core.py": (["--tasks", "500", "--rounds", "1"], "ratio controller/core"),
     "executor.py": (["--items", "200", "--repeats", "1", "--no-runner"], "ratio flame/pool"),
     "kubernetes_pods.py": (["--pods", "3", "--repeat", "1"], "pods created/s"),
     "scheduler_sim.py": (["--nodes", "20", "--sessions", "20", "--cycles", "30"], "Jain's index"),

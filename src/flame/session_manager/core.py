@@ -53,6 +53,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PIPELINE_SECONDS = 0.02
 MAX_WEIGHT = 1e6
 _BOUND = ExecutorState.BOUND
+_FINAL = frozenset({TaskState.SUCCEED, TaskState.FAILED, TaskState.CANCELLED})
+_RUNNING_CODE = int(TaskState.RUNNING)
+_SUCCEED_CODE = int(TaskState.SUCCEED)
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 _COUNTERS = {
     TaskState.PENDING: "pending",
@@ -561,7 +564,7 @@ class Core:
         and that is where GetTask and ListTask find it)."""
         self.out.append(fx.Notify(rec, tasks))
         for task in tasks:
-            if task.state.is_final and rec.tasks.get(task.id) is task:
+            if task.state in _FINAL and rec.tasks.get(task.id) is task:
                 del rec.tasks[task.id]
         if rec.finished:
             self.out.append(fx.EndWatches(rec.id))
@@ -583,10 +586,15 @@ class Core:
         window = self.window(rec)
         started: list[Task] = []
         for ex in bound:
-            batch: list[Task] = []
-            while rec.pending and len(ex.inflight) < window and (not ex.inflight or len(rec.pending) > binding):
-                batch.append(self._start(rec, ex))
-            if batch:
+            # Up to the window; an idle executor gets one task whatever, beyond that only what
+            # leaves one pending task for each executor still binding.
+            pending = len(rec.pending)
+            if ex.inflight:
+                count = min(window - len(ex.inflight), pending - binding)
+            else:
+                count = max(1, min(window, pending - binding))
+            if count > 0:
+                batch = self._start(rec, ex, count)
                 link = self.nodes[ex.executor.node].link
                 if link is not None:
                     self.out.append(fx.RunOnNode(link, ex.id, batch))
@@ -606,21 +614,42 @@ class Core:
         depth = int(PIPELINE_SECONDS / max(rec.task_seconds, 1e-6))
         return max(2, min(self.settings.executor_window, depth))
 
-    def task_done(self, rec: SessionRecord, ex: ExecutorRecord, sent: float) -> None:
-        """Account for a task an executor finished: its busy time feeds the session's average."""
-        now = time.monotonic()
+    def task_done(self, rec: SessionRecord, ex: ExecutorRecord, sent: float, now: float, at: int) -> None:
+        """Account for a task an executor finished (``now``: time.monotonic(), ``at``: now_ms()):
+        its busy time feeds the session's average."""
         busy = now - max(sent, ex.last_done)
         ex.last_done = now
         rec.task_seconds = busy if rec.task_seconds is None else 0.8 * rec.task_seconds + 0.2 * busy
         if not ex.inflight:
-            ex.idle_since = now_ms()
+            ex.idle_since = at
 
-    def _start(self, rec: SessionRecord, ex: ExecutorRecord) -> Task:
-        task = rec.tasks[rec.pending.popleft()]
-        self.move_task(rec, task, TaskState.RUNNING, f"running on executor {ex.id}")
-        task.attempts += 1
-        ex.inflight[task.id] = time.monotonic()
-        return task
+    def succeed(self, rec: SessionRecord, task: Task, output: bytes | None, at: int) -> None:
+        """Running -> Succeed, the hot path's finish: what finish_task does, without its checks."""
+        session = rec.session
+        task.state = TaskState.SUCCEED
+        session.running -= 1
+        session.succeed += 1
+        task.events.append(Event(_SUCCEED_CODE, None, at))
+        task.output = output
+        task.completion_time = at
+
+    def _start(self, rec: SessionRecord, ex: ExecutorRecord, count: int) -> list[Task]:
+        """Pending -> Running for the next ``count`` pending tasks, all on ``ex``."""
+        tasks, pending, inflight = rec.tasks, rec.pending, ex.inflight
+        event = Event(_RUNNING_CODE, f"running on executor {ex.id}", now_ms())  # frozen: one serves them all
+        sent = time.monotonic()
+        started = []
+        for _ in range(count):
+            task = tasks[pending.popleft()]
+            task.state = TaskState.RUNNING
+            task.events.append(event)
+            task.attempts += 1
+            inflight[task.id] = sent
+            started.append(task)
+        session = rec.session
+        session.pending -= count
+        session.running += count
+        return started
 
     def kick(self) -> None:
         """Ask the scheduler loop for a cycle now instead of at its next interval."""

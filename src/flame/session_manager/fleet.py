@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from flame.errors import InvalidState
@@ -281,32 +282,34 @@ class Fleet:
 
     def task_outcomes(self, outcomes: list[backend_pb2.TaskOutcome]) -> None:
         """Apply finished tasks, store and announce them (once committed), refill the freed executors."""
-        controller = self.c
-        executors, sessions = controller.executors, controller.sessions
-        limit = controller.settings.max_task_size
+        core = self.c
+        executors, sessions = core.executors, core.sessions
+        limit = core.settings.max_task_size
         changed: dict[str, list[Task]] = {}
         freed: dict[str, set[str]] = {}
+        at, now = now_ms(), time.monotonic()  # one reading of each clock per message
         for outcome in outcomes:  # per task: names looked up once above, each field read once
             ex = executors.get(outcome.executor_id)
             rec = sessions.get(outcome.session_id)
             task_id = outcome.task_id
             if ex is None or rec is None or task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
-            controller.task_done(rec, ex, ex.inflight.pop(task_id))
+            core.task_done(rec, ex, ex.inflight.pop(task_id), now, at)
             freed.setdefault(rec.id, set()).add(ex.id)
-            task = rec.tasks[task_id]
+            task = rec.tasks[task_id]  # in flight on its executor, so Running
             if outcome.state == _SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
-                if output is not None and len(output) > limit:
-                    controller.finish_task(
+                if output is None or len(output) <= limit:
+                    core.succeed(rec, task, output, at)
+                else:
+                    core.finish_task(
                         rec,
                         task,
                         TaskState.FAILED,
                         f"the service returned {len(output)} bytes; the limit "
                         f"(cluster.limits.max_task_size) is {limit} bytes",
+                        at=at,
                     )
-                else:
-                    controller.finish_task(rec, task, TaskState.SUCCEED, None, output)
                 changed.setdefault(rec.id, []).append(task)
                 continue
             message = outcome.message if outcome.HasField("message") else None
@@ -315,12 +318,12 @@ class Fleet:
             elif outcome.retryable:
                 self._retry_or_fail(rec, task, message or "the executor could not run the task")
             else:
-                self.c.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure")
+                core.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure", at=at)
             changed.setdefault(rec.id, []).append(task)
         for sid, tasks in changed.items():  # before dispatch: a retried task may start again at once
-            self.c.commit_and_publish(self.c.sessions[sid], tasks)
+            core.commit_and_publish(sessions[sid], tasks)
         for sid, executor_ids in freed.items():
-            self.c.dispatch(self.c.sessions[sid], executor_ids)
+            core.dispatch(sessions[sid], executor_ids)
 
     # ---- scheduling -----------------------------------------------------------------------
 
