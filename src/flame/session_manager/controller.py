@@ -120,7 +120,7 @@ class Controller:
             elif kind is fx.Notify:
                 notify = cast(fx.Notify, effect)
                 self._notify(notify.rec, notify.tasks)
-            elif kind is fx.Kick:
+            elif kind is fx.Kick:  # the scheduler loop runs a cycle now, not at its next interval
                 self._kick.set()
             else:
                 self._perform_rare(effect)
@@ -338,10 +338,6 @@ class Controller:
                 queue.put_nowait(None)
 
     # ---- scheduling hooks -----------------------------------------------------------------
-
-    def kick(self) -> None:
-        """Ask the scheduler loop for a cycle now instead of at its next interval."""
-        self._kick.set()
 
     async def wait_for_kick(self, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
