@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -113,3 +115,21 @@ def test_weighted_sessions_share_executors_by_weight() -> None:
         for session in (heavy, light):
             session.close()
         wait(futures, timeout=60)
+
+
+def test_a_program_that_connects_again_and_again_prints_no_errors(local: LocalCluster) -> None:
+    # grpc.aio keeps state per event loop after a channel closes: connections that each closed a
+    # loop of their own made grpc print "Event loop is closed" tracebacks on the next one.
+    program = f"""
+import threading
+import flame
+for _ in range(4):
+    with flame.connect({local.endpoint!r}) as conn:
+        with conn.create_session("flmping") as session:
+            assert session.invoke(b"").startswith(b"{{")
+print(threading.active_count())
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert int(done.stdout) <= 3  # the main thread, the one client loop, grpc's poller

@@ -1,14 +1,19 @@
 """The blocking API: Connection and Session run the async core on one event-loop thread.
 
-Each Connection owns one background thread with its own event loop; every call is handed to
-that loop, so the number of threads does not depend on how many tasks are outstanding.
+Every Connection of a process shares one background thread with its own event loop; every call
+is handed to that loop, so the number of threads depends neither on how many tasks are
+outstanding nor on how many connections were opened. The loop lives as long as the process
+(a forked child starts its own): grpc.aio keeps per-loop state that outlives a channel's close,
+and a loop closed under it makes grpc report "Event loop is closed" on the next connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -43,6 +48,7 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self._stopping = False
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -92,6 +98,32 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+    @property
+    def usable(self) -> bool:
+        """Still running, in the process that started it."""
+        return not self._stopping and self.pid == os.getpid() and self._thread.is_alive()
+
+
+_shared_loop: _LoopThread | None = None
+_shared_loop_lock = threading.Lock()
+
+
+def _client_loop() -> _LoopThread:
+    """The process's client loop thread, started on first use (again in a forked child)."""
+    global _shared_loop
+    with _shared_loop_lock:
+        if _shared_loop is None or not _shared_loop.usable:
+            _shared_loop = _LoopThread("flame-client")
+        return _shared_loop
+
+
+@atexit.register
+def _stop_client_loop() -> None:
+    """At exit, let connections still open end their calls before the loop goes."""
+    loop = _shared_loop
+    if loop is not None and loop.usable:
+        loop.stop()
 
 
 class Session:
@@ -255,14 +287,9 @@ class Connection(ObjectMethods):
         config: str | Path | None = None,
         token: str | None = None,
     ) -> Connection:
-        runner = _LoopThread("flame-client")
-        try:
-            connect = AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config, token=token)
-            connection = runner.run(connect)
-        except BaseException:
-            runner.stop()
-            raise
-        return cls(runner, connection)
+        runner = _client_loop()
+        connect = AsyncConnection.connect(endpoint, ca_file=ca_file, timeout=timeout, config=config, token=token)
+        return cls(runner, runner.run(connect))
 
     @property
     def endpoint(self) -> str:
@@ -274,9 +301,8 @@ class Connection(ObjectMethods):
 
     def close(self) -> None:
         """Disconnect; sessions stay open on the cluster, their unfinished futures fail. Idempotent."""
-        with contextlib.suppress(InvalidState):  # closed already
+        with contextlib.suppress(InvalidState):  # closed already, or the process is exiting
             self._runner.run(self._async.close())
-        self._runner.stop()
 
     def __enter__(self) -> Connection:
         return self
