@@ -16,9 +16,9 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 RUNS = {
     "auth_cost.py": (["--tasks", "100", "--rounds", "1", "--calls", "200", "--holders", "3"], "ratio: token check"),
-    "dashboard_cost.py": (["--tasks", "200", "--rounds", "1"], "ratio on/off:"),
+    "dashboard_cost.py": (["--tasks", "200", "--rounds", "1"], "ratio on/off"),
     "pending_memory.py": (["--tasks", "2000", "--burst", "1000"], "bytes per pending task"),
-    "cache.py": (["--repeats-scale", "0.01"], "medians; ratio = our time / bare pyarrow time"),
+    "cache.py": (["--repeats-scale", "0.01"], "medians; ratio = our time / its floor's"),
     "core.py": (["--tasks", "500", "--rounds", "1"], "ratio controller/core"),
     "executor.py": (["--items", "200", "--repeats", "1", "--no-runner"], "ratio flame/pool"),
     "kubernetes_pods.py": (["--pods", "3", "--repeat", "1"], "pods created/s"),
