@@ -10,7 +10,7 @@ read from /proc around each round's tasks. Prints the median CPU microseconds pe
 and the ratio (target: under 1.05), and the CPU the dashboard's own code took by its own account
 (flame_dashboard_cpu_seconds_total, thread CPU time around each of its entry points): an A/B
 ratio on a shared 2-core machine moves by 10% from round to round, the account does not.
-Usage: python benchmarks/dashboard_cost.py [--tasks 10000] [--rounds 5] [--no-pages]
+Usage: python benchmarks/dashboard_cost.py [--tasks 10000] [--rounds 21] [--no-pages] [--storage memory]
 Run it alone: flock /tmp/flame-bench.lock python benchmarks/dashboard_cost.py
 """
 
@@ -43,8 +43,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def cluster_up(executors: int, dashboard: bool) -> Iterator[FlameUp]:
-    with flame_up(executors, "sqlite://flame.db", dashboard=dashboard) as cluster:
+def cluster_up(executors: int, dashboard: bool, storage: str) -> Iterator[FlameUp]:
+    with flame_up(executors, storage, dashboard=dashboard) as cluster:
         cluster.wait_for_node()
         yield cluster
 
@@ -138,9 +138,12 @@ def run_round(cluster: FlameUp, tasks: int, pages: bool = True) -> Round:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per round (default 10000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each, alternating (default 5)")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds of each, alternating (default 21)")
     parser.add_argument(
         "--no-pages", action="store_true", help="dashboard on but no page open and no scraping (to split the cost)"
+    )
+    parser.add_argument(
+        "--storage", default="sqlite://flame.db", help="flame up's storage (default sqlite://flame.db; or memory)"
     )
     parser.add_argument("--watch", nargs=2, metavar=("URL", "SESSION"), help=argparse.SUPPRESS)
     parser.add_argument("--executors", type=int, default=2, help="executors of the local node (default 2)")
@@ -149,11 +152,18 @@ def main() -> None:
         Watchers(*args.watch).run()
         return
     results: dict[bool, list[Round]] = {False: [], True: []}
-    with cluster_up(args.executors, False) as off, cluster_up(args.executors, True) as on:
+    off_cluster, on_cluster = (
+        cluster_up(args.executors, False, args.storage),
+        cluster_up(args.executors, True, args.storage),
+    )
+    with off_cluster as off, on_cluster as on:
         for _ in range(args.rounds):
             for dashboard, cluster in ((False, off), (True, on)):
                 results[dashboard].append(run_round(cluster, args.tasks, not args.no_pages))
-    print(f"{args.tasks} no-op tasks a round, {args.rounds} rounds each, {args.executors} executors, sqlite")
+    print(
+        f"{args.tasks} no-op tasks a round, {args.rounds} rounds each, {args.executors} executors,"
+        f" storage {args.storage}"
+    )
     medians = {}
     on_label = "dashboard on, no page open" if args.no_pages else "dashboard on, 2 pages open, /metrics 1/s"
     for dashboard, label in ((False, "dashboard disabled"), (True, on_label)):
@@ -169,8 +179,12 @@ def main() -> None:
     if not (medians[True] and medians[False]):  # CPU time comes in 10 ms ticks: too few tasks to count
         print("ratio on/off: n/a (no CPU tick counted; run more tasks)")
         return
+    paired = [on.cpu_us / off.cpu_us for off, on in zip(results[False], results[True], strict=True) if off.cpu_us]
+    quartiles = statistics.quantiles(paired, n=4) if len(paired) >= 2 else [paired[0]] * 3
+    print(f"ratio on/off of the medians: {medians[True] / medians[False]:.3f} (target < 1.05)")
     print(
-        f"ratio on/off: {medians[True] / medians[False]:.3f} (target < 1.05; this machine's noise shows in the rounds)"
+        f"ratio on/off, median of {len(paired)} neighbouring pairs: {statistics.median(paired):.3f}"
+        f" (quartiles {quartiles[0]:.3f} .. {quartiles[2]:.3f})"
     )
     print(
         f"the dashboard's own code, by its account: {own:.1f} us/task = "
