@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ class Watchers:
         self.url = url
         self.stop = threading.Event()
         self.events = 0
+        self.lock = threading.Lock()
         self.scrapes = 0
         topics = ("overview", f"session:{session_id}")
         self.threads = [threading.Thread(target=self._stream, args=(t,), daemon=True) for t in topics]
@@ -67,12 +69,19 @@ class Watchers:
         self.stop.wait()
 
     def _stream(self, topic: str) -> None:
-        with urllib.request.urlopen(f"{self.url}events?topic={topic}", timeout=30) as stream:
-            for line in stream:
-                if line.startswith(b"data: "):
-                    self.events += 1
-                    if self.events == 2:
-                        print("live", flush=True)  # both pages have their first payload
+        try:
+            with urllib.request.urlopen(f"{self.url}events?topic={topic}", timeout=30) as stream:
+                for line in stream:
+                    if line.startswith(b"data: "):
+                        with self.lock:
+                            self.events += 1
+                            if self.events == 2:
+                                print("live", flush=True)  # both pages have their first payload
+            reason = "the server ended it"
+        except OSError as exc:
+            reason = str(exc)
+        if not self.stop.is_set():
+            print(f"the {topic} event stream stopped: {reason}", flush=True)
 
     def _scrape(self) -> None:
         while not self.stop.wait(1.0):
@@ -89,8 +98,10 @@ def watching(url: str, session_id: str) -> Iterator[None]:
     )
     try:
         assert process.stdout is not None
-        if process.stdout.readline().strip() != "live":
-            raise SystemExit("the dashboard's event streams did not start")
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        line = process.stdout.readline().strip() if ready else "no event within 60 s"
+        if line != "live":
+            raise SystemExit(f"the dashboard's event streams did not start: {line}")
         yield
     finally:
         process.terminate()
@@ -115,8 +126,9 @@ class Round:
     rate: float  # tasks/s
 
 
-def run_round(cluster: FlameUp, tasks: int, pages: bool = True) -> Round:
-    """Session manager CPU per task (and the dashboard's share) for one batch of no-op tasks."""
+def run_round(cluster: FlameUp, tasks: int, pages: bool = True, start: threading.Barrier | None = None) -> Round:
+    """Session manager CPU per task (and the dashboard's share) for one batch of no-op tasks;
+    the batch goes once every party of ``start`` is ready for its own."""
     with flame.connect(cluster.endpoint) as conn:
         session = conn.create_session("flmping", min_instances=2)
         for future in [session.run(b"") for _ in range(200)]:  # warm up: executors bound
@@ -125,11 +137,11 @@ def run_round(cluster: FlameUp, tasks: int, pages: bool = True) -> Round:
             if cluster.dashboard and pages:
                 stack.enter_context(watching(cluster.dashboard, session.id))
             own_before = dashboard_cpu(cluster)
-            before, start = cpu_seconds(cluster.pid), time.perf_counter()
+            before, began = cpu_seconds(cluster.pid), time.perf_counter()
             futures = [session.run(b"") for _ in range(tasks)]
             _, not_done = wait(futures, timeout=600)
             assert not not_done, f"{len(not_done)} tasks did not finish"
-            spent, elapsed = cpu_seconds(cluster.pid) - before, time.perf_counter() - start
+            spent, elapsed = cpu_seconds(cluster.pid) - before, time.perf_counter() - began
             own = dashboard_cpu(cluster) - own_before
         session.close()
     return Round(spent / tasks * 1e6, own / tasks * 1e6, tasks / elapsed)
