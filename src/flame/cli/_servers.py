@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flame.cli._runtime import settle_gc
 from flame.config import (
     CacheConfig,
     ClusterConfig,
@@ -81,6 +82,7 @@ def run_up(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await cluster.start()
+        settle_gc()
         try:
             lines = [
                 f"Flame is up: endpoint {cluster.endpoint}, storage {cluster.session_manager.storage.url}",
@@ -137,7 +139,13 @@ def run_sm(args: argparse.Namespace) -> None:
     from flame.session_manager.server import SessionManager, serve_until_signalled
 
     config = _dashboard_on_by_default(load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS)))
-    asyncio.run(serve_until_signalled(SessionManager(config)))
+    manager = SessionManager(config)
+
+    async def settled() -> None:  # after recovery, before the ports listen
+        settle_gc()
+
+    manager.before_serving.append(settled)
+    asyncio.run(serve_until_signalled(manager))
 
 
 def agent_settings(
@@ -180,4 +188,5 @@ def run_em(args: argparse.Namespace) -> None:
     settings = agent_settings(
         config, args.node_name, args.max_executors, args.capacity, tuple(args.allow_command or ())
     )
+    settle_gc()  # its state is small: what start-up imported is what the collector would re-walk
     run_executor_manager(settings)
