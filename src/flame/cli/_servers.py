@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flame.cli._runtime import settle_gc
+from flame.cli._runtime import settle_gc, without_numpy
 from flame.config import (
     CacheConfig,
     ClusterConfig,
@@ -70,6 +70,7 @@ def _up_cache_storage(config: ClusterConfig) -> str:
 
 
 def run_up(args: argparse.Namespace) -> None:
+    without_numpy()
     from flame.allinone import AllInOne
 
     config = _dashboard_on_by_default(load_cluster_config(args.config, _env(args, _CLUSTER_FLAGS)))
@@ -112,6 +113,7 @@ def run_up(args: argparse.Namespace) -> None:
 
 def run_object_cache(args: argparse.Namespace) -> None:
     """`flame object-cache`: serve until SIGINT or SIGTERM."""
+    without_numpy()
     from flame.object_cache import ObjectCache
 
     cache = ObjectCache(_cache_config(args))
