@@ -126,9 +126,8 @@ class Round:
     rate: float  # tasks/s
 
 
-def run_round(cluster: FlameUp, tasks: int, pages: bool = True, start: threading.Barrier | None = None) -> Round:
-    """Session manager CPU per task (and the dashboard's share) for one batch of no-op tasks;
-    the batch goes once every party of ``start`` is ready for its own."""
+def run_round(cluster: FlameUp, tasks: int, pages: bool = True) -> Round:
+    """Session manager CPU per task (and the dashboard's share) for one batch of no-op tasks."""
     with flame.connect(cluster.endpoint) as conn:
         session = conn.create_session("flmping", min_instances=2)
         for future in [session.run(b"") for _ in range(200)]:  # warm up: executors bound
