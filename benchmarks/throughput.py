@@ -6,7 +6,9 @@ Measured in one run on one machine, each system --repeat times (figures are medi
 - Ray actors: --executors actors, tasks sent round-robin (Ray from the ``bench`` extra;
   skipped with a message when it is not installed);
 - Flame (a): our client and the built-in flmping service, written with our SDK;
-- Flame (b): our client and an unmodified flamepy 0.6.0 service (benchmarks/_flamepy_noop.py).
+- Flame (b): our client and an unmodified flamepy 0.6.0 service (benchmarks/_flamepy_noop.py);
+- the gRPC floor: the shape of Flame's task path (client -> relay -> 2 echo processes on grpc.aio
+  streams) with no work in it (benchmarks/_grpc_floor.py), so latency has a floor to be read against.
 
 Each Flame run starts its own ``flame up`` (a separate process, sqlite storage in a temporary data
 dir, --executors executors). Workloads: --tasks tasks with 16-byte inputs submitted at once
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from _flame_up import FlameUp, flame_up
+from _grpc_floor import Floor
 from _procfs import CpuMeter, cmdline, process_tree, pss_kb
 
 import flame
@@ -83,6 +86,10 @@ def pool_role(depth: int, command: str) -> str:
     return "pool workers"
 
 
+def floor_role(depth: int, command: str) -> str:
+    return "floor relay" if " relay " in f" {command} " else "floor echo processes"
+
+
 # ---------------------------------------------------------------- one run of one system
 
 
@@ -121,6 +128,17 @@ class FutureDriver(Driver):
 
     def run_one(self) -> bytes:
         return self.submit(PAYLOAD).result(TASK_TIMEOUT)
+
+
+class FloorDriver(Driver):
+    def __init__(self, floor: Floor) -> None:
+        self.floor = floor
+
+    def run_burst(self, count: int) -> list[bytes]:
+        return self.floor.run_burst(count, PAYLOAD)
+
+    def run_one(self) -> bytes:
+        return self.floor.run_one(PAYLOAD)
 
 
 class RayDriver(Driver):
@@ -193,6 +211,15 @@ def run_pool(args: argparse.Namespace) -> Run:
     with ProcessPoolExecutor(args.executors) as pool:
         driver = FutureDriver(lambda data: pool.submit(noop, data))
         return make_run(*measure(driver, CpuMeter(os.getpid(), pool_role, include_root=False), args, echoes))
+
+
+def run_floor(args: argparse.Namespace) -> Run:
+    floor = Floor(args.executors)
+    try:
+        meter = CpuMeter(os.getpid(), floor_role, include_root=False)
+        return make_run(*measure(FloorDriver(floor), meter, args, echoes))
+    finally:
+        floor.close()
 
 
 class NoopActor:
@@ -332,7 +359,7 @@ class System:
         return {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
 
 
-ROLE_ORDER = ("flame up", "executor manager", "service", "ray", "pool", "other", "client")
+ROLE_ORDER = ("flame up", "executor manager", "service", "ray", "pool", "floor", "other", "client")
 
 
 def _role_order(role: str) -> tuple[int, str]:
@@ -434,6 +461,21 @@ def print_targets(found: list[Target]) -> None:
         print(f"  {target.name:<40} {limit:>9}   measured {measured:>9}   {verdict}")
 
 
+def print_floor(systems: dict[str, System]) -> None:
+    """Latency read against the gRPC floor: how far each system is above bare transport."""
+    floor = systems["grpc"].median("latency_median_ms")
+    if floor is None:
+        return
+    print(f"\nlatency median against the gRPC floor ({floor:.2f} ms: two chained grpc.aio round trips, no work)")
+    for key in ("pool", "ray", "flame", "flamepy"):
+        mine = systems[key].median("latency_median_ms")
+        if mine is not None:
+            print(f"  {systems[key].name:<56} {mine / floor:>6.2f}x")
+    ray = systems["ray"].median("latency_median_ms")
+    if ray is not None:
+        print(f"  the (a) latency target (0.5x Ray actors) is {ray / 2:.2f} ms, {ray / 2 / floor:.2f}x the floor")
+
+
 def print_report(systems: dict[str, System], args: argparse.Namespace, load: tuple[float, float]) -> list[Target]:
     runs = f"median of {args.repeat} runs" if args.repeat > 1 else "1 run"
     print(f"\nNo-op tasks with {len(PAYLOAD)}-byte inputs on {os.cpu_count()} cores ({runs} per system)")
@@ -447,6 +489,7 @@ def print_report(systems: dict[str, System], args: argparse.Namespace, load: tup
     print_summary(systems)
     found = targets(systems)
     print_targets(found)
+    print_floor(systems)
     return found
 
 
@@ -499,7 +542,7 @@ def positive(text: str) -> int:
     return value
 
 
-SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy")
+SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy", "grpc")
 
 
 def systems_list(text: str) -> list[str]:
@@ -541,6 +584,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         "ray": System("ray", f"Ray actors ({n}, round-robin)"),
         "flame": System("flame", "Flame (a): our client + our SDK service (flmping)"),
         "flamepy": System("flamepy", "Flame (b): our client + unmodified flamepy 0.6.0 service"),
+        "grpc": System("grpc", f"gRPC floor: client -> relay -> {n} echo processes"),
     }
     systems["flamepy"].startup_note = " (registering the application included)"
     for key, system in systems.items():
@@ -557,6 +601,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         ("pool", run_pool),
         ("flame", lambda a: run_flame(a, "flmping", is_flmping_reply)),
         ("flamepy", lambda a: run_flame(a, FLAMEPY_APPLICATION, echoes)),
+        ("grpc", run_floor),
     ):
         if not systems[key].skipped:
             for i in range(args.repeat):

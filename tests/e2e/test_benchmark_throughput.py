@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MEASURED = ("pool", "flame", "flamepy")
+MEASURED = ("pool", "flame", "flamepy", "grpc")
 
 
 def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
@@ -29,15 +29,20 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
         "== Ray actors (2, round-robin)",
         "== Flame (a): our client + our SDK service (flmping)",
         "== Flame (b): our client + unmodified flamepy 0.6.0 service",
+        "== gRPC floor: client -> relay -> 2 echo processes",
     ):
         assert heading in out, out
     assert "skipped: --skip-ray" in out
     assert "service (our SDK)" in out and "service (flamepy)" in out and "flame up (session manager" in out
-    target_lines = out[out.index("targets (issue 8)") :].splitlines()[1:]
-    assert len(target_lines) == 7, out
+    target_lines = out[out.index("targets (issue 8)") : out.index("latency median against")].splitlines()[1:]
+    assert len([line for line in target_lines if line.strip()]) == 7, out
     assert all(
-        line.rstrip().endswith(("met", "MISSED")) or "n/a (skipped: --skip-ray)" in line for line in target_lines
+        line.rstrip().endswith(("met", "MISSED")) or "n/a (skipped: --skip-ray)" in line
+        for line in target_lines
+        if line.strip()
     )
+    floor = out[out.index("latency median against the gRPC floor") :]
+    assert "Flame (a): our client + our SDK service (flmping)" in floor and "floor relay" in out, out
 
     figures = json.loads(report.read_text())
     assert figures["config"]["tasks"] == 200 and figures["config"]["input_bytes"] == 16
