@@ -8,7 +8,10 @@ Measured in one run on one machine, each system --repeat times (figures are medi
 - Flame (a): our client and the built-in flmping service, written with our SDK;
 - Flame (b): our client and an unmodified flamepy 0.6.0 service (benchmarks/_flamepy_noop.py);
 - the gRPC floor: the shape of Flame's task path (client -> relay -> 2 echo processes on grpc.aio
-  streams) with no work in it (benchmarks/_grpc_floor.py), so latency has a floor to be read against.
+  streams) with no work in it (benchmarks/_grpc_floor.py), so latency has a floor to be read against;
+- the flamepy ceiling: the same flamepy services called directly with bare grpc.aio unary calls,
+  one in flight per service (benchmarks/_flamepy_floor.py): a driver making these calls and doing
+  anything besides (as Flame's session manager must) runs fewer tasks a second.
 
 Each Flame run starts its own ``flame up`` (a separate process, sqlite storage in a temporary data
 dir, --executors executors). Workloads: --tasks tasks with 16-byte inputs submitted at once
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from _flame_up import FlameUp, flame_up
+from _flamepy_floor import FlamepyCeiling
 from _grpc_floor import Floor
 from _procfs import CpuMeter, cmdline, process_tree, pss_kb
 
@@ -90,6 +94,10 @@ def floor_role(depth: int, command: str) -> str:
     return "floor relay" if " relay " in f" {command} " else "floor echo processes"
 
 
+def ceiling_role(depth: int, command: str) -> str:
+    return "service (flamepy)"
+
+
 # ---------------------------------------------------------------- one run of one system
 
 
@@ -131,7 +139,7 @@ class FutureDriver(Driver):
 
 
 class FloorDriver(Driver):
-    def __init__(self, floor: Floor) -> None:
+    def __init__(self, floor: Floor | FlamepyCeiling) -> None:
         self.floor = floor
 
     def run_burst(self, count: int) -> list[bytes]:
@@ -220,6 +228,15 @@ def run_floor(args: argparse.Namespace) -> Run:
         return make_run(*measure(FloorDriver(floor), meter, args, echoes))
     finally:
         floor.close()
+
+
+def run_ceiling(args: argparse.Namespace) -> Run:
+    ceiling = FlamepyCeiling(args.executors)
+    try:
+        meter = CpuMeter(os.getpid(), ceiling_role, include_root=False)
+        return make_run(*measure(FloorDriver(ceiling), meter, args, echoes))
+    finally:
+        ceiling.close()
 
 
 class NoopActor:
@@ -461,19 +478,29 @@ def print_targets(found: list[Target]) -> None:
         print(f"  {target.name:<40} {limit:>9}   measured {measured:>9}   {verdict}")
 
 
-def print_floor(systems: dict[str, System]) -> None:
-    """Latency read against the gRPC floor: how far each system is above bare transport."""
+def print_floors(systems: dict[str, System]) -> None:
+    """What the transport and flamepy's own server allow, beside the targets that depend on them."""
     floor = systems["grpc"].median("latency_median_ms")
-    if floor is None:
-        return
-    print(f"\nlatency median against the gRPC floor ({floor:.2f} ms: two chained grpc.aio round trips, no work)")
-    for key in ("pool", "ray", "flame", "flamepy"):
-        mine = systems[key].median("latency_median_ms")
-        if mine is not None:
-            print(f"  {systems[key].name:<56} {mine / floor:>6.2f}x")
-    ray = systems["ray"].median("latency_median_ms")
-    if ray is not None:
-        print(f"  the (a) latency target (0.5x Ray actors) is {ray / 2:.2f} ms, {ray / 2 / floor:.2f}x the floor")
+    ray_latency = systems["ray"].median("latency_median_ms")
+    if floor is not None:
+        print(f"\nlatency median against the gRPC floor ({floor:.2f} ms: two chained grpc.aio round trips, no work)")
+        for key in ("pool", "ray", "flame", "flamepy"):
+            mine = systems[key].median("latency_median_ms")
+            if mine is not None:
+                print(f"  {systems[key].name:<56} {mine / floor:>6.2f}x")
+        if ray_latency is not None:
+            target = ray_latency / 2
+            print(f"  the (a) latency target (0.5x Ray actors) is {target:.2f} ms, {target / floor:.2f}x the floor")
+    ceiling = systems["ceiling"].median("tasks_per_s")
+    ray_rate = systems["ray"].median("tasks_per_s")
+    if ceiling is not None:
+        print(f"\nFlame (b) against the flamepy ceiling ({ceiling:,.0f} tasks/s with nothing but the services)")
+        b = systems["flamepy"].median("tasks_per_s")
+        if b is not None:
+            print(f"  {systems['flamepy'].name:<56} {b / ceiling:>6.2f}x")
+        if ray_rate is not None:
+            target = 2 * ray_rate
+            print(f"  the (b) target (2x Ray actors) is {target:,.0f} tasks/s, {target / ceiling:.2f}x the ceiling")
 
 
 def print_report(systems: dict[str, System], args: argparse.Namespace, load: tuple[float, float]) -> list[Target]:
@@ -489,7 +516,7 @@ def print_report(systems: dict[str, System], args: argparse.Namespace, load: tup
     print_summary(systems)
     found = targets(systems)
     print_targets(found)
-    print_floor(systems)
+    print_floors(systems)
     return found
 
 
@@ -542,7 +569,7 @@ def positive(text: str) -> int:
     return value
 
 
-SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy", "grpc")
+SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy", "grpc", "ceiling")
 
 
 def systems_list(text: str) -> list[str]:
@@ -585,6 +612,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         "flame": System("flame", "Flame (a): our client + our SDK service (flmping)"),
         "flamepy": System("flamepy", "Flame (b): our client + unmodified flamepy 0.6.0 service"),
         "grpc": System("grpc", f"gRPC floor: client -> relay -> {n} echo processes"),
+        "ceiling": System("ceiling", f"flamepy ceiling: {n} flamepy services called directly"),
     }
     systems["flamepy"].startup_note = " (registering the application included)"
     for key, system in systems.items():
@@ -602,6 +630,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         ("flame", lambda a: run_flame(a, "flmping", is_flmping_reply)),
         ("flamepy", lambda a: run_flame(a, FLAMEPY_APPLICATION, echoes)),
         ("grpc", run_floor),
+        ("ceiling", run_ceiling),
     ):
         if not systems[key].skipped:
             for i in range(args.repeat):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MEASURED = ("pool", "flame", "flamepy", "grpc")
+MEASURED = ("pool", "flame", "flamepy", "grpc", "ceiling")
 
 
 def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
@@ -30,6 +30,7 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
         "== Flame (a): our client + our SDK service (flmping)",
         "== Flame (b): our client + unmodified flamepy 0.6.0 service",
         "== gRPC floor: client -> relay -> 2 echo processes",
+        "== flamepy ceiling: 2 flamepy services called directly",
     ):
         assert heading in out, out
     assert "skipped: --skip-ray" in out
@@ -43,6 +44,7 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
     )
     floor = out[out.index("latency median against the gRPC floor") :]
     assert "Flame (a): our client + our SDK service (flmping)" in floor and "floor relay" in out, out
+    assert "Flame (b) against the flamepy ceiling" in floor, out
 
     figures = json.loads(report.read_text())
     assert figures["config"]["tasks"] == 200 and figures["config"]["input_bytes"] == 16
