@@ -45,16 +45,25 @@ class FlameUp:
 
     def wait_for_node(self, token: str | None = None, timeout: float = 60.0) -> None:
         """Until the session manager answers and its local node has registered."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(flame.Unavailable), flame.connect(self.endpoint, timeout=1, token=token) as conn:
-                if conn.list_nodes():
-                    return
-            if self.process.poll() is not None:
-                raise SystemExit(f"flame up exited with code {self.process.returncode} during start-up")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"flame up had no node within {timeout:.0f}s")
-            time.sleep(0.05)
+        wait_for_node(self.endpoint, {"flame up": self.process}, token, timeout)
+
+
+def wait_for_node(
+    endpoint: str, processes: dict[str, subprocess.Popen[bytes]], token: str | None = None, timeout: float = 60.0
+) -> None:
+    """Until the session manager at ``endpoint`` answers and has a node; stops early if one of
+    ``processes`` (by name) exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(flame.Unavailable), flame.connect(endpoint, timeout=1, token=token) as conn:
+            if conn.list_nodes():
+                return
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with code {process.returncode} during start-up")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the session manager at {endpoint} had no node within {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -91,3 +100,48 @@ def flame_up(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@dataclass
+class FlameSplit:
+    """A session manager and one executor manager, each its own process (as on separate machines)."""
+
+    endpoint: str
+    port: int
+    session_manager: subprocess.Popen[bytes]
+    executor_manager: subprocess.Popen[bytes]
+
+    def wait_for_node(self, timeout: float = 60.0) -> None:
+        processes = {"flame session-manager": self.session_manager, "flame executor-manager": self.executor_manager}
+        wait_for_node(self.endpoint, processes, None, timeout)
+
+
+@contextlib.contextmanager
+def flame_split(executors: int, storage: str = "memory", data_dir: Path | None = None) -> Iterator[FlameSplit]:
+    """Spawn `flame session-manager` and `flame executor-manager` (dashboard on, as `flame up` has
+    it); SIGINT both on exit, the executor manager first."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flame-bench-")))
+        port = free_port()
+        config = data_dir / "flame-cluster.yaml"
+        config.write_text(yaml.safe_dump({"cluster": {"dashboard": {"enabled": True, "port": free_port()}}}))
+        endpoint = f"http://127.0.0.1:{port}"
+        flame = [sys.executable, "-m", "flame", "--log-level", "WARNING"]
+        sm_args = ["session-manager", "--config", str(config), "--endpoint", endpoint]
+        sm_args += ["--data-dir", str(data_dir), "--storage", storage]
+        em_args = ["executor-manager", "--session-manager", endpoint, "--max-executors", str(executors)]
+        em_args += ["--work-dir", str(data_dir / "node"), "--capacity", f"cpu={executors},mem={executors}g"]
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            processes.append(subprocess.Popen([*flame, *sm_args], stdout=subprocess.DEVNULL))
+            processes.append(subprocess.Popen([*flame, *em_args], stdout=subprocess.DEVNULL))
+            yield FlameSplit(endpoint, port, processes[0], processes[1])
+        finally:
+            for process in reversed(processes):
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

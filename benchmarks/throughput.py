@@ -7,6 +7,9 @@ Measured in one run on one machine, each system --repeat times (figures are medi
   skipped with a message when it is not installed);
 - Flame (a): our client and the built-in flmping service, written with our SDK;
 - Flame (b): our client and an unmodified flamepy 0.6.0 service (benchmarks/_flamepy_noop.py);
+- Flame (a) split: as (a), with the session manager and an executor manager in processes of their
+  own (as on separate machines), so the session manager's own CPU per task shows: it is what caps
+  a cluster of many nodes;
 - the gRPC floor: the shape of Flame's task path (client -> relay -> 2 echo processes on grpc.aio
   streams) with no work in it (benchmarks/_grpc_floor.py), so latency has a floor to be read against;
 - the flamepy ceiling: the same flamepy services called directly with bare grpc.aio unary calls,
@@ -42,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _flame_up import FlameUp, flame_up
+from _flame_up import FlameUp, flame_split, flame_up
 from _flamepy_floor import FlamepyCeiling
 from _grpc_floor import Floor
 from _procfs import CpuMeter, cmdline, process_tree, pss_kb
@@ -75,6 +78,17 @@ def flame_role(depth: int, command: str) -> str:
     if FLAMEPY_SERVICE.name in command:
         return "service (flamepy)"
     return "other"
+
+
+SPLIT_SESSION_MANAGER = "session manager (its own process)"
+
+
+def split_role(depth: int, command: str) -> str:
+    if "executor-manager" in command:  # before session-manager: its command line names that too
+        return "executor manager"
+    if "session-manager" in command:
+        return SPLIT_SESSION_MANAGER
+    return flame_role(depth, command)
 
 
 def ray_role(depth: int, command: str) -> str:
@@ -333,6 +347,21 @@ def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes
     return run
 
 
+def run_split(args: argparse.Namespace) -> Run:
+    with flame_split(args.executors, args.storage) as cluster:
+        cluster.wait_for_node()
+        with flame.connect(cluster.endpoint, timeout=30) as conn:
+            session = conn.create_session("flmping", min_instances=args.executors)
+            first = session.run(PAYLOAD).result(TASK_TIMEOUT)
+            if not is_flmping_reply(first):
+                raise SystemExit(f"the first task returned {first!r}")
+            wait_for_bound(conn, session.id, args.executors)
+            meter = CpuMeter(os.getpid(), split_role, include_root=False)
+            run = make_run(*measure(FutureDriver(session.run), meter, args, is_flmping_reply))
+            session.close()
+    return run
+
+
 def _rename(figures: dict[str, float], old: str, new: str) -> dict[str, float]:
     return {new if role == old else role: value for role, value in figures.items()}
 
@@ -376,7 +405,7 @@ class System:
         return {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
 
 
-ROLE_ORDER = ("flame up", "executor manager", "service", "ray", "pool", "floor", "other", "client")
+ROLE_ORDER = ("flame up", "session manager", "executor manager", "service", "ray", "pool", "floor", "other", "client")
 
 
 def _role_order(role: str) -> tuple[int, str]:
@@ -405,7 +434,7 @@ class Target:
 
 
 def targets(systems: dict[str, System]) -> list[Target]:
-    pool, ray, a, b = (systems[k] for k in ("pool", "ray", "flame", "flamepy"))
+    pool, ray, a, b, split = (systems[k] for k in ("pool", "ray", "flame", "flamepy", "split"))
 
     def versus(mine: System, figure: str, other: System) -> tuple[float | None, str]:
         return ratio(mine.median(figure), other.median(figure)), other.skipped or mine.skipped or ""
@@ -417,6 +446,14 @@ def targets(systems: dict[str, System]) -> list[Target]:
         Target("(a) latency median vs Ray actors", *versus(a, "latency_median_ms", ray), 0.5, False, "x"),
         Target("(a) latency p99 vs Ray actors", *versus(a, "latency_p99_ms", ray), 1.0, False, "x"),
         Target("(a) session manager CPU per task", session_manager, a.skipped or "", 50.0, False, " us"),
+        Target(
+            "(a) split: session manager CPU per task",
+            split.cpu().get(SPLIT_SESSION_MANAGER),
+            split.skipped or "",
+            50.0,
+            False,
+            " us",
+        ),
         Target("(b) throughput vs Ray actors", *versus(b, "tasks_per_s", ray), 2.0, True, "x"),
         Target("(a) flame up to first result", a.median("first_result_s"), a.skipped or "", 0.5, False, " s"),
         Target("(a) idle PSS of flame up's processes", a.median("idle_pss_mb"), a.skipped or "", 80.0, False, " MB"),
@@ -569,7 +606,7 @@ def positive(text: str) -> int:
     return value
 
 
-SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy", "grpc", "ceiling")
+SYSTEM_KEYS = ("pool", "ray", "flame", "flamepy", "split", "grpc", "ceiling")
 
 
 def systems_list(text: str) -> list[str]:
@@ -611,6 +648,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         "ray": System("ray", f"Ray actors ({n}, round-robin)"),
         "flame": System("flame", "Flame (a): our client + our SDK service (flmping)"),
         "flamepy": System("flamepy", "Flame (b): our client + unmodified flamepy 0.6.0 service"),
+        "split": System("split", "Flame (a) split: session manager, executor manager apart"),
         "grpc": System("grpc", f"gRPC floor: client -> relay -> {n} echo processes"),
         "ceiling": System("ceiling", f"flamepy ceiling: {n} flamepy services called directly"),
     }
@@ -629,6 +667,7 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         ("pool", run_pool),
         ("flame", lambda a: run_flame(a, "flmping", is_flmping_reply)),
         ("flamepy", lambda a: run_flame(a, FLAMEPY_APPLICATION, echoes)),
+        ("split", run_split),
         ("grpc", run_floor),
         ("ceiling", run_ceiling),
     ):
