@@ -19,7 +19,7 @@ from flame.session_manager.effects import ApplyDecision, CheckNodes, NodeConnect
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
 from flame.session_manager.scheduler import plan
-from flame.session_manager.storage import MemoryStorage
+from flame.session_manager.storage import MemoryStorage, SqliteStorage, Storage
 from flame.types import (
     EVENT_SESSION_BIND_FAILED,
     EVENT_SESSION_BIND_GIVEN_UP,
@@ -42,7 +42,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 class Harness:
-    def __init__(self, storage: MemoryStorage | None = None, **settings: object) -> None:
+    def __init__(self, storage: Storage | None = None, **settings: object) -> None:
         self.storage = storage or MemoryStorage("memory")
         self.c = Controller(self.storage, ControllerSettings(**settings))  # type: ignore[arg-type]
         self.link = NodeLink("n1")
@@ -192,6 +192,35 @@ def test_task_runs_on_bound_executor_and_watchers_see_it() -> None:
         assert done.output == b"out" and done.completion_time is not None
         session = h.c.sessions["s"].session
         assert (session.pending, session.running, session.succeed) == (0, 0, 1)
+
+    run(main)
+
+
+@pytest.mark.parametrize("engine", ["memory", "sqlite"])
+def test_a_task_dispatched_as_it_is_created_is_stored_with_each_event_once(engine: str, tmp_path: Any) -> None:
+    """The creation's record is taken after the same turn started the task on a bound executor:
+    the stored task must hold its running event once, not once from the creation and again from
+    the start."""
+
+    async def main() -> None:
+        storage = MemoryStorage("memory") if engine == "memory" else SqliteStorage("sqlite", tmp_path / "f.db")
+        h = Harness(storage)
+        await h.start()
+        await h.c.create_session("s", SessionSpec(application="app", min_instances=1))
+        executor_id = await h.bound_executor("s")
+        await h.c.create_tasks("s", [b"a", b"b"])  # the executor is bound: both start at once
+        message = await h.take()
+        assert [r.task.task_id for r in message.run] == ["1", "2"]
+        await h.storage.flush()
+        running = [TaskState.PENDING, TaskState.RUNNING]
+        for task_id in ("1", "2"):
+            stored = await h.storage.get_task("s", task_id)
+            assert stored is not None and stored.state == TaskState.RUNNING and stored.attempts == 1
+            assert [e.code for e in stored.events] == running, stored.events
+        await h.outcome(executor_id, "s", "1", state=types_pb2.Succeed, output=b"out")
+        done = await h.c.get_task("s", "1")  # a finished task is read back from storage
+        assert done.output == b"out" and [e.code for e in done.events] == [*running, TaskState.SUCCEED]
+        await h.storage.stop()
 
     run(main)
 

@@ -446,14 +446,17 @@ class Core:
             )
             for offset, data in enumerate(inputs)
         ]
-        ids = frozenset(t.id for t in tasks)
-        self.out.append(fx.Commit(tuple(PutTask(t) for t in tasks), undo=fx.TasksNotStored(session_id, ids), ack=True))
         session.next_task_id += len(tasks)
         session.pending += len(tasks)
         for task in tasks:
             rec.tasks[task.id] = task
         rec.pending.extend(t.id for t in tasks)
         self.dispatch(rec)
+        # After the dispatch: storage takes a put as the task is when the effect runs, so the put
+        # comes last, already holding the starts (which it then supersedes in the batch). Before
+        # them, a started task would be stored with its running event twice.
+        ids = frozenset(t.id for t in tasks)
+        self.out.append(fx.Commit(tuple(PutTask(t) for t in tasks), undo=fx.TasksNotStored(session_id, ids), ack=True))
         if len(rec.executors) < len(rec.pending) + session.running:
             self.kick()
         return tasks
