@@ -525,20 +525,22 @@ class Executor:
         not_started: bool = False,
         urgent: bool = True,
     ) -> None:
-        failed = message is not None
-        self._outbox.put(
-            backend_pb2.TaskOutcome(
-                executor_id=self.id,
-                session_id=task.session_id,
-                task_id=task.task_id,
-                state=types_pb2.Failed if failed else types_pb2.Succeed,
-                output=output,
-                message=message,
-                retryable=retryable,
-                not_started=not_started,
-            ),
-            urgent=urgent,
+        outcome = backend_pb2.TaskOutcome(
+            executor_id=self.id,
+            session_id=task.session_id,
+            task_id=task.task_id,
+            state=types_pb2.Succeed if message is None else types_pb2.Failed,
         )
+        # Only the fields that differ from their defaults (a keyword given None or False costs as much).
+        if output is not None:
+            outcome.output = output
+        if message is not None:
+            outcome.message = message
+        if retryable:
+            outcome.retryable = True
+        if not_started:
+            outcome.not_started = True
+        self._outbox.put(outcome, urgent=urgent)
 
 
 def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> shim_pb2.SessionContext:

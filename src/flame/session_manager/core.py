@@ -55,7 +55,6 @@ MAX_WEIGHT = 1e6
 _BOUND = ExecutorState.BOUND
 _FINAL = frozenset({TaskState.SUCCEED, TaskState.FAILED, TaskState.CANCELLED})
 _RUNNING_CODE = int(TaskState.RUNNING)
-_SUCCEED_CODE = int(TaskState.SUCCEED)
 _NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 _COUNTERS = {
     TaskState.PENDING: "pending",
@@ -626,13 +625,15 @@ class Core:
         if not ex.inflight:
             ex.idle_since = at
 
-    def succeed(self, rec: SessionRecord, task: Task, output: bytes | None, at: int) -> None:
-        """Running -> Succeed, the hot path's finish: what finish_task does, without its checks."""
+    def succeed(self, rec: SessionRecord, task: Task, output: bytes | None, at: int, event: Event) -> None:
+        """Running -> Succeed, the hot path's finish: what finish_task does, without its checks.
+
+        ``event`` is the Succeed event at ``at``; one (frozen) event serves a whole message of them."""
         session = rec.session
         task.state = TaskState.SUCCEED
         session.running -= 1
         session.succeed += 1
-        task.events.append(Event(_SUCCEED_CODE, None, at))
+        task.events.append(event)
         task.output = output
         task.completion_time = at
 

@@ -31,6 +31,7 @@ from flame.session_manager.scheduler import (
 from flame.types import (
     EVENT_SESSION_BIND_FAILED,
     EVENT_SESSION_BIND_GIVEN_UP,
+    Event,
     Executor,
     ExecutorState,
     Node,
@@ -288,19 +289,23 @@ class Fleet:
         changed: dict[str, list[Task]] = {}
         freed: dict[str, set[str]] = {}
         at, now = now_ms(), time.monotonic()  # one reading of each clock per message
+        succeeded = Event(_SUCCEED, None, at)  # frozen: one serves every task of the message
         for outcome in outcomes:  # per task: names looked up once above, each field read once
-            ex = executors.get(outcome.executor_id)
-            rec = sessions.get(outcome.session_id)
-            task_id = outcome.task_id
+            executor_id, session_id, task_id = outcome.executor_id, outcome.session_id, outcome.task_id
+            ex = executors.get(executor_id)
+            rec = sessions.get(session_id)
             if ex is None or rec is None or task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
             core.task_done(rec, ex, ex.inflight.pop(task_id), now, at)
-            freed.setdefault(rec.id, set()).add(ex.id)
+            freed_here = freed.get(session_id)
+            if freed_here is None:
+                freed_here = freed[session_id] = set()
+            freed_here.add(executor_id)
             task = rec.tasks[task_id]  # in flight on its executor, so Running
             if outcome.state == _SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
                 if output is None or len(output) <= limit:
-                    core.succeed(rec, task, output, at)
+                    core.succeed(rec, task, output, at, succeeded)
                 else:
                     core.finish_task(
                         rec,
@@ -310,16 +315,18 @@ class Fleet:
                         f"(cluster.limits.max_task_size) is {limit} bytes",
                         at=at,
                     )
-                changed.setdefault(rec.id, []).append(task)
-                continue
-            message = outcome.message if outcome.HasField("message") else None
-            if outcome.not_started:
-                self._give_back(rec, task)
-            elif outcome.retryable:
-                self._retry_or_fail(rec, task, message or "the executor could not run the task")
             else:
-                core.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure", at=at)
-            changed.setdefault(rec.id, []).append(task)
+                message = outcome.message if outcome.HasField("message") else None
+                if outcome.not_started:
+                    self._give_back(rec, task)
+                elif outcome.retryable:
+                    self._retry_or_fail(rec, task, message or "the executor could not run the task")
+                else:
+                    core.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure", at=at)
+            changed_here = changed.get(session_id)
+            if changed_here is None:
+                changed_here = changed[session_id] = []
+            changed_here.append(task)
         for sid, tasks in changed.items():  # before dispatch: a retried task may start again at once
             core.commit_and_publish(sessions[sid], tasks)
         for sid, executor_ids in freed.items():

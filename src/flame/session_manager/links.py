@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from flame.protocol import application_spec_to_pb, backend_pb2, resreq_to_pb, shim_pb2
+from flame.protocol import application_spec_to_pb, backend_pb2, resreq_to_pb
 from flame.types import Application, ResourceRequirement, Session, Task
 
 
@@ -46,11 +46,13 @@ class NodeLink:
 
     def run(self, executor_id: str, tasks: list[Task]) -> None:
         run = self._touch().run
-        context = shim_pb2.TaskContext
         for task in tasks:
-            run.add(
-                executor_id=executor_id, task=context(task_id=task.id, session_id=task.session_id, input=task.input)
-            )
+            # Fields set in place: a TaskContext built first would be copied in again (twice the cost).
+            context = run.add(executor_id=executor_id).task
+            context.task_id = task.id
+            context.session_id = task.session_id
+            if task.input is not None:
+                context.input = task.input
 
     def unbind(self, executor_id: str) -> None:
         self._touch().unbind.add(executor_id=executor_id)

@@ -99,10 +99,22 @@ def _message_json(message: str) -> str:
     return encoded
 
 
+# The event encoded last, by identity. Events are frozen and one serves many tasks (every start of
+# one dispatch, every finish of one message), so most calls repeat the call before. A tuple, so
+# that a read from another thread sees an event with its own fragment.
+_last_fragment: tuple[Event | None, str] = (None, "")
+
+
 def event_fragment(event: Event) -> str:
     """One event as appended to ``appended_events``: a comma, then the event's JSON array."""
+    global _last_fragment
+    last, fragment = _last_fragment
+    if event is last:
+        return fragment
     message = "null" if event.message is None else _message_json(event.message)
-    return f",[{int(event.code)},{message},{int(event.creation_time)}]"
+    fragment = f",[{int(event.code)},{message},{int(event.creation_time)}]"
+    _last_fragment = (event, fragment)
+    return fragment
 
 
 def decode_fragments(text: str) -> list[Event]:
