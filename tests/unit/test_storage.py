@@ -149,6 +149,22 @@ def test_event_fragments_round_trip_awkward_messages() -> None:
     assert codec.decode_fragments("") == []
 
 
+def test_event_fragments_of_new_events_are_their_own_where_old_ones_left_their_ids() -> None:
+    """Fragments are remembered by identity; an event freed and another made in its place (CPython
+    hands the id on) must still be encoded from what it holds."""
+    reused = 0
+    seen: set[int] = set()
+    for n in range(2000):
+        event = Event(n % 5, f"message {n}" if n % 3 else None, n)
+        reused += id(event) in seen
+        seen.add(id(event))
+        assert codec.decode_fragments(codec.event_fragment(event)) == [event]
+        del event
+    assert reused > 0  # the case under test happened
+    shared = Event(1, "running on executor x", 7)
+    assert codec.event_fragment(shared) == codec.event_fragment(shared) == ',[1,"running on executor x",7]'
+
+
 def test_open_storage_accepts_the_documented_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     absolute = open_storage("sqlite:///var/lib/flame/flame.db")
     assert isinstance(absolute, SqliteStorage) and absolute.path == Path("/var/lib/flame/flame.db")

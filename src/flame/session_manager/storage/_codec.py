@@ -99,21 +99,24 @@ def _message_json(message: str) -> str:
     return encoded
 
 
-# The event encoded last, by identity. Events are frozen and one serves many tasks (every start of
-# one dispatch, every finish of one message), so most calls repeat the call before. A tuple, so
-# that a read from another thread sees an event with its own fragment.
-_last_fragment: tuple[Event | None, str] = (None, "")
+# Fragments of recently encoded events, by identity. Events are frozen and one serves many tasks
+# (the creation of one request, every start of one dispatch, every finish of one message), so
+# most events come again and again within a batch. Each entry holds its event, so that no other
+# event can be given its id while the entry lasts.
+_FRAGMENTS: dict[int, tuple[Event, str]] = {}
+_FRAGMENTS_LIMIT = 64
 
 
 def event_fragment(event: Event) -> str:
     """One event as appended to ``appended_events``: a comma, then the event's JSON array."""
-    global _last_fragment
-    last, fragment = _last_fragment
-    if event is last:
-        return fragment
+    known = _FRAGMENTS.get(id(event))
+    if known is not None:
+        return known[1]
     message = "null" if event.message is None else _message_json(event.message)
     fragment = f",[{int(event.code)},{message},{int(event.creation_time)}]"
-    _last_fragment = (event, fragment)
+    if len(_FRAGMENTS) >= _FRAGMENTS_LIMIT:
+        _FRAGMENTS.clear()
+    _FRAGMENTS[id(event)] = (event, fragment)
     return fragment
 
 
