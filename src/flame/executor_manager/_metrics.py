@@ -48,6 +48,7 @@ class AgentMetrics:
         self.node = node
         self._server: Any = None
         self.port = 0
+        self._invoke_by_outcome: dict[str, Any] = {}  # the histogram's children, looked up once
 
     def started(self, application: str) -> None:
         self.services_started.labels(self.node, application).inc()
@@ -59,7 +60,11 @@ class AgentMetrics:
         self.service_exits.labels(self.node, reason).inc()
 
     def invoked(self, seconds: float, outcome: str) -> None:
-        self.invoke_seconds.labels(self.node, outcome).observe(seconds)
+        """Once per task: the labelled child is kept (labels() costs more than the observation)."""
+        child = self._invoke_by_outcome.get(outcome)
+        if child is None:
+            child = self._invoke_by_outcome[outcome] = self.invoke_seconds.labels(self.node, outcome)
+        child.observe(seconds)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve /metrics on ``host:port`` (0: any free port); return the port."""
