@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _grpc_floor import bench_loop
 
 from flame.protocol import shim_pb2, shim_pb2_grpc
 
@@ -38,7 +39,7 @@ class FlamepyCeiling:
         for path in sockets:
             env = {**os.environ, "FLAME_INSTANCE_ENDPOINT": str(path)}
             self._processes.append(subprocess.Popen([sys.executable, str(SERVICE)], env=env))
-        self._loop = asyncio.new_event_loop()
+        self._loop = bench_loop()
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[Any] = self._loop.run_until_complete(self._connect(sockets))
         self._next = 0
@@ -96,7 +97,6 @@ class FlamepyCeiling:
     def close(self) -> None:
         for channel in self._channels:
             self._loop.run_until_complete(channel.close())
-        self._loop.close()
         for process in self._processes:
             process.kill()
             process.wait()

@@ -29,6 +29,21 @@ _SERVICE, _NAME = "floor.Floor", "Stream"
 START_TIMEOUT = 30.0
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bench_loop() -> asyncio.AbstractEventLoop:
+    """The event loop this process's floors run on: one for the process's life, never closed.
+
+    grpc.aio ties its completion queue to the loop it first ran on; a second loop made after the
+    first one closed gets "Event loop is closed" tracebacks from it.
+    """
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -89,7 +104,7 @@ class Floor:
         self._processes: list[subprocess.Popen[str]] = []
         upstream = [self._spawn("echo") for _ in range(echoes)]
         self.port = self._spawn("relay", *map(str, upstream))
-        self._loop = asyncio.new_event_loop()
+        self._loop = bench_loop()
         self._channel = self._loop.run_until_complete(self._connect())
         self._stream = _open_stream(self._channel)
 
@@ -134,7 +149,6 @@ class Floor:
         with contextlib.suppress(Exception):
             self._stream.cancel()
             self._loop.run_until_complete(self._channel.close())
-        self._loop.close()
         for process in self._processes:
             process.kill()
             process.wait()

@@ -23,6 +23,7 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
     out = done.stdout
     for heading in (
         "== ProcessPoolExecutor(2)",
@@ -65,6 +66,23 @@ def test_throughput_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert median["listening_s"] < median["first_result_s"]
         assert math.isclose(sum(median["idle_pss_mb_by_role"].values()), median["idle_pss_mb"], rel_tol=0.01)
     assert [t["met"] is None for t in figures["targets"]] == [False, True, True, False, False, True, False, False]
+
+
+def test_floors_run_again_and_again_in_one_process_without_errors(tmp_path: Path) -> None:
+    """Each floor and ceiling run makes grpc.aio calls from this process; a run after the first
+    once printed "Event loop is closed" tracebacks (a new event loop per run)."""
+    args = ["--systems", "grpc,ceiling", "--repeat", "3", "--tasks", "200", "--latency-tasks", "20"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "Flame (b) against the flamepy ceiling" in done.stdout
+    assert "latency median against the gRPC floor" in done.stdout
 
 
 def _positive(value: object) -> bool:
