@@ -14,7 +14,7 @@ import pytest
 
 from flame.errors import AlreadyExists, Internal, InvalidArgument, InvalidState, NotFound
 from flame.protocol import backend_pb2, types_pb2
-from flame.session_manager.controller import Controller, ControllerSettings
+from flame.session_manager.controller import Controller, ControllerSettings, SessionWatch
 from flame.session_manager.effects import ApplyDecision, CheckNodes, NodeConnected, NodeMessage
 from flame.session_manager.links import NodeLink
 from flame.session_manager.records import NodeRecord
@@ -27,6 +27,7 @@ from flame.types import (
     ExecutorState,
     SessionSpec,
     SessionState,
+    Task,
     TaskState,
 )
 
@@ -588,5 +589,24 @@ def test_a_task_watch_ends_only_after_it_sent_a_final_state() -> None:
         final = await anext(watch)  # not the end of the stream: the final state still comes
         assert final.state == TaskState.SUCCEED and final.output == b"done"
         assert await anext(watch, None) is None
+
+    run(main)
+
+
+def test_a_session_watch_sends_every_finished_task_in_order_in_bounded_batches() -> None:
+    async def main() -> None:
+        watch = SessionWatch()
+        tasks = [Task(session_id="s", id=str(i), state=TaskState.SUCCEED) for i in range(1, 8)]
+        waiting = asyncio.create_task(watch.take(3))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing finished yet: the sender waits
+        watch.add(tasks[:2])
+        assert [t.id for t in await waiting] == ["1", "2"]
+        watch.add(tasks[2:6])
+        watch.add(tasks[6:])
+        watch.end()  # what was added before the end still goes out, then the watch ends
+        assert [t.id for t in await watch.take(3)] == ["3", "4", "5"]
+        assert [t.id for t in await watch.take(3)] == ["6", "7"]
+        assert await watch.take(3) is None
 
     run(main)
