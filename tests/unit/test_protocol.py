@@ -10,7 +10,16 @@ import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
 
 from flame import errors
-from flame.protocol import error_from_rpc, frontend_pb2, shim_pb2, status_for, types_pb2
+from flame.protocol import (
+    compact_batch_to_pb,
+    compact_task_to_pb,
+    error_from_rpc,
+    frontend_pb2,
+    shim_pb2,
+    status_for,
+    types_pb2,
+)
+from flame.types import Event, Task, TaskState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,3 +116,18 @@ def test_compact_task_carries_id_state_output_and_the_final_message() -> None:
     compact = compact_task_to_pb(failed)
     assert (compact.state, compact.message, compact.HasField("output")) == (3, "ValueError: bad input", False)
     assert len(compact.SerializeToString()) < 40  # no input, no events, no times
+
+
+def test_a_compact_batch_holds_each_task_as_compact_task_to_pb_makes_it() -> None:
+    tasks = [
+        Task(session_id="s", id="1", state=TaskState.SUCCEED, output=b"out"),
+        Task(session_id="s", id="2", state=TaskState.SUCCEED, output=b""),  # empty, but there
+        Task(session_id="s", id="3", state=TaskState.SUCCEED),  # no output at all
+        Task(session_id="s", id="4", state=TaskState.FAILED, events=[Event(3, "boom", 1)]),
+        Task(session_id="s", id="5", state=TaskState.FAILED),
+        Task(session_id="s", id="6", state=TaskState.CANCELLED, events=[Event(4, None, 2)]),
+    ]
+    batch = compact_batch_to_pb(tasks)
+    assert list(batch.results) == [compact_task_to_pb(task) for task in tasks]
+    assert [r.HasField("output") for r in batch.results] == [True, True, False, False, False, False]
+    assert [r.message for r in batch.results if r.HasField("message")] == ["boom"]

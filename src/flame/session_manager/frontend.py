@@ -16,7 +16,7 @@ from flame.protocol import (
     abort_with,
     application_spec_from_pb,
     application_to_pb,
-    compact_task_to_pb,
+    compact_batch_to_pb,
     executor_to_pb,
     ext_pb2,
     ext_pb2_grpc,
@@ -262,7 +262,7 @@ class FrontendExtService(ext_pb2_grpc.FrontendExtServicer):
         await context.send_initial_metadata(())
         async for batch in batches:
             if request.compact:
-                yield ext_pb2.TaskBatch(results=[compact_task_to_pb(t) for t in batch])
+                yield compact_batch_to_pb(batch)
             else:
                 yield ext_pb2.TaskBatch(tasks=[task_to_pb(t, with_input=False) for t in batch])
 
