@@ -22,6 +22,7 @@ from flamepy.proto import shim_pb2, shim_pb2_grpc, types_pb2
 import flame
 from flame.apps.flmping import FLMPING_APPLICATION, FlmpingService, flmping_application_spec
 from flame.service import InstanceServer
+from flame.service._batch import Result, result_batch
 
 DEADLINE = 20.0
 
@@ -316,3 +317,18 @@ def test_streamed_invoke_awaits_an_async_service(tmp_path: Path) -> None:
         ("3", 0, b"async:c"),
     ]
     assert results[1].message == "KeyError: 'missing'"
+
+
+def test_a_result_batch_carries_each_result_with_exactly_its_fields() -> None:
+    results = [
+        Result("1", 0, b"out"),
+        Result("2", 0, b""),  # an empty output is still an output
+        Result("3", 0),  # None: no output at all
+        Result("4", -1, message="ValueError: bad input"),
+    ]
+    batch = result_batch(results)
+    assert [(r.task_id, r.return_code) for r in batch.results] == [("1", 0), ("2", 0), ("3", 0), ("4", -1)]
+    assert [r.output if r.HasField("output") else None for r in batch.results] == [b"out", b"", None, None]
+    assert [r.message if r.HasField("message") else None for r in batch.results] == [None] * 3 + [
+        "ValueError: bad input"
+    ]

@@ -9,13 +9,14 @@ last wakeup), never one thread hop per task. An ``async def on_task_invoke`` run
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import queue
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -30,7 +31,29 @@ BATCH_METADATA = (("flame-batch", "1"),)
 MAX_RESULTS = 1_000
 
 Invoke = Callable[[TaskContext], Any]
-Result = ext_pb2.InvokeResult
+
+
+class Result(NamedTuple):
+    """One task's answer, as an InvokeResult of the stream will carry it."""
+
+    task_id: str
+    return_code: int
+    output: bytes | None = None
+    message: str | None = None
+
+
+def result_batch(results: list[Result]) -> ext_pb2.ResultBatch:
+    """The results as one message, each built in place (an InvokeResult made first would be
+    copied in again: about twice the cost, for every task)."""
+    batch = ext_pb2.ResultBatch()
+    add = batch.results.add
+    for task_id, return_code, output, message in results:
+        result = add(task_id=task_id, return_code=return_code)
+        if output is not None:
+            result.output = output
+        if message is not None:
+            result.message = message
+    return batch
 
 
 def describe(exc: BaseException) -> str:
@@ -60,7 +83,7 @@ def as_output(output: Any) -> bytes | None:
 
 def _failed(task: TaskContext, exc: Exception) -> Result:
     logger.error("task %s of session %s failed\n%s", task.task_id, task.session_id, traceback.format_exc())
-    return Result(task_id=task.task_id, return_code=-1, message=describe(exc))
+    return Result(task.task_id, -1, message=describe(exc))
 
 
 def run_sync(invoke: Invoke, task: TaskContext) -> Result:
@@ -69,7 +92,7 @@ def run_sync(invoke: Invoke, task: TaskContext) -> Result:
         output = invoke(task)
         if inspect.isawaitable(output):  # a plain function that returned a coroutine
             output = asyncio.run(_awaited(output))
-        return Result(task_id=task.task_id, return_code=0, output=as_output(output))
+        return Result(task.task_id, 0, as_output(output))
     except Exception as exc:
         return _failed(task, exc)
 
@@ -80,7 +103,7 @@ async def _awaited(awaitable: Any) -> Any:
 
 async def run_async(invoke: Invoke, task: TaskContext) -> Result:
     try:
-        return Result(task_id=task.task_id, return_code=0, output=as_output(await invoke(task)))
+        return Result(task.task_id, 0, as_output(await invoke(task)))
     except Exception as exc:
         return _failed(task, exc)
 
@@ -141,23 +164,33 @@ class _ThreadRunner:
 
 
 class _LoopRunner:
-    """An ``async def on_task_invoke`` over the tasks in arrival order, on the event loop."""
+    """An ``async def on_task_invoke`` over the tasks in arrival order, on the event loop.
+
+    A deque and an event rather than an asyncio.Queue: a put and a get per task cost more than
+    a no-op task itself, and the worker only sleeps once it has run out of tasks.
+    """
 
     def __init__(self, invoke: Invoke, results: _Results) -> None:
         self._invoke = invoke
         self._results = results
-        self._tasks: asyncio.Queue[TaskContext | None] = asyncio.Queue()
+        self._tasks: collections.deque[TaskContext] = collections.deque()
+        self._ready = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._main(), name="flame-task-runner")
 
     def put(self, task: TaskContext) -> None:
-        self._tasks.put_nowait(task)
+        self._tasks.append(task)
+        self._ready.set()
 
     def close(self) -> None:
         self._worker.cancel()
 
     async def _main(self) -> None:
-        while (task := await self._tasks.get()) is not None:
-            self._results.add(await run_async(self._invoke, task))
+        tasks = self._tasks
+        while True:
+            while not tasks:
+                self._ready.clear()
+                await self._ready.wait()
+            self._results.add(await run_async(self._invoke, tasks.popleft()))
 
 
 class InstanceExtServicer(ext_pb2_grpc.InstanceExtServicer):
@@ -182,7 +215,7 @@ class InstanceExtServicer(ext_pb2_grpc.InstanceExtServicer):
             while True:
                 items = await results.take()
                 for start in range(0, len(items), MAX_RESULTS):
-                    yield ext_pb2.ResultBatch(results=items[start : start + MAX_RESULTS])
+                    yield result_batch(items[start : start + MAX_RESULTS])
         finally:
             reader.cancel()
             runner.close()
@@ -202,4 +235,4 @@ class InstanceExtServicer(ext_pb2_grpc.InstanceExtServicer):
                 if refusal is None:
                     runner.put(task)
                 else:
-                    results.add(Result(task_id=task.task_id, return_code=-1, message=refusal))
+                    results.add(Result(task.task_id, -1, message=refusal))
