@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import time
@@ -37,6 +38,26 @@ MAX_BATCH_BYTES = 2 * 1024 * 1024  # well under gRPC's default 4 MiB message lim
 WATCH_ACK_TIMEOUT = 5.0  # how long to wait for the server to acknowledge a new result stream
 RECONNECT_GIVE_UP = 30.0  # seconds without a working result stream before outstanding tasks fail
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class TaskFuture(concurrent.futures.Future[bytes]):
+    """The future of a task submitted through a blocking Session: a concurrent.futures.Future
+    that also tells its session's pipeline when its owner cancels it.
+
+    Instead of a done-callback per task (each one a lock, a partial and a call on every result),
+    the pipeline writes itself and the task id into the future once the task exists.
+    """
+
+    _pipeline: TaskPipeline | None = None
+    _task_id = ""
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        pipeline = self._pipeline
+        if cancelled and pipeline is not None:
+            pipeline.cancelled_elsewhere(self._task_id)
+        return cancelled
+
 
 MapError = Callable[[grpc.RpcError, str], FlameError]
 # Where a task's outcome goes: the async API's asyncio future, or the blocking API's
@@ -74,9 +95,10 @@ def _last_event_message(task: Any) -> str | None:
 
 
 def _settle(sink: Sink, result: bytes | None = None, error: BaseException | None = None) -> None:
-    """Complete ``sink`` unless its owner cancelled it (possibly from another thread, just now)."""
-    if sink.done():
-        return
+    """Complete ``sink`` unless its owner cancelled it (possibly from another thread, just now).
+
+    No done() first: for a concurrent future that is one more lock per task, and the call
+    refuses a cancelled future anyway."""
     try:
         if error is None:
             sink.set_result(result if result is not None else b"")
@@ -245,7 +267,11 @@ class TaskPipeline:
                     self._cancel(task_id)
                 else:
                     self._outstanding[task_id] = future
-                    if isinstance(future, asyncio.Future):
+                    if isinstance(future, TaskFuture):
+                        future._task_id, future._pipeline = task_id, self
+                        if future.cancelled():  # just now, before it could tell us
+                            self._cancel_outstanding(task_id)
+                    elif isinstance(future, asyncio.Future):
                         future.add_done_callback(functools.partial(self._on_done, task_id))
                     else:  # completed on the loop, or cancelled by its owner in another thread
                         future.add_done_callback(functools.partial(self._on_done_threadsafe, task_id))
@@ -305,6 +331,18 @@ class TaskPipeline:
     def _on_done_threadsafe(self, task_id: str, future: concurrent.futures.Future[bytes]) -> None:
         if future.cancelled() and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._cancel, task_id)
+
+    def cancelled_elsewhere(self, task_id: str) -> None:
+        """A TaskFuture's owner cancelled it (in any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing runs it now
+                loop.call_soon_threadsafe(self._cancel_outstanding, task_id)
+
+    def _cancel_outstanding(self, task_id: str) -> None:
+        """Cancel a submitted task unless that was done already (a TaskFuture may tell us twice)."""
+        if task_id in self._outstanding:
+            self._cancel(task_id)
 
     def _cancel(self, task_id: str) -> None:
         """The owner cancelled the future of a submitted task: ask the cluster not to run it."""

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from flame.client._connection import CONNECT_TIMEOUT, AsyncConnection
 from flame.client._object_ref import ObjectRef
 from flame.client._objects import ObjectMethods
-from flame.client._pipeline import fail_sinks
+from flame.client._pipeline import TaskFuture, fail_sinks
 from flame.client._session import AsyncSession
 from flame.client._specs import as_bytes
 from flame.errors import FlameError, InvalidState
@@ -201,7 +201,7 @@ class Session:
         data = as_bytes(input_data, "task input")
         if self._async.closed:
             raise InvalidState(f"session {self.id} is closed; create or open another session to run tasks")
-        future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        future: concurrent.futures.Future[bytes] = TaskFuture()
         with self._burst_lock:
             self._burst.append((data, future))
             first = len(self._burst) == 1
