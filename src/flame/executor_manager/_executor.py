@@ -348,23 +348,32 @@ class Executor:
             self._set_stream_error(reason)
 
     def _take_results(self, results: Iterable[ext_pb2.InvokeResult]) -> None:
+        in_service, metrics = self._in_service, self._metrics
+        outcomes = []
         for result in results:
-            if self._metrics is not None:  # a task's time: since the one before it finished (or it was sent)
+            if metrics is not None:  # a task's time: since the one before it finished (or it was sent)
                 now = time.perf_counter()
-                self._metrics.invoked(now - self._head_since, "succeed" if result.return_code == 0 else "failed")
+                metrics.invoked(now - self._head_since, "succeed" if result.return_code == 0 else "failed")
                 self._head_since = now
-            task = self._in_service.pop(result.task_id, None)
+            task = in_service.pop(result.task_id, None)
             if task is None:
                 logger.warning(
                     "executor %s: the service answered task %s, which it was not given", self.id, result.task_id
                 )
                 continue
-            urgent = len(self._in_service) + self._queued_runs <= LOW_WATER
-            if result.return_code == 0:
-                self._outcome(task, output=result.output if result.HasField("output") else None, urgent=urgent)
+            if result.return_code == 0:  # the hot path, built here: _outcome's keywords cost more than it
+                outcome = backend_pb2.TaskOutcome(
+                    executor_id=self.id, session_id=task.session_id, task_id=task.task_id, state=types_pb2.Succeed
+                )
+                if result.HasField("output"):
+                    outcome.output = result.output
+                outcomes.append(outcome)
             else:
                 message = result.message or f"the service returned code {result.return_code}"
-                self._outcome(task, message=message, urgent=urgent)
+                outcomes.append(self._outcome_of(task, message=message))
+        if outcomes:
+            # Urgent once the executor is about to run dry: it has few tasks left to keep it busy.
+            self._outbox.put_many(outcomes, urgent=len(in_service) + self._queued_runs <= LOW_WATER)
         self._restart_timer()
         if not self._in_service:
             self._wake.set()
@@ -525,6 +534,18 @@ class Executor:
         not_started: bool = False,
         urgent: bool = True,
     ) -> None:
+        outcome = self._outcome_of(task, output=output, message=message, retryable=retryable, not_started=not_started)
+        self._outbox.put(outcome, urgent=urgent)
+
+    def _outcome_of(
+        self,
+        task: shim_pb2.TaskContext,
+        *,
+        output: bytes | None = None,
+        message: str | None = None,
+        retryable: bool = False,
+        not_started: bool = False,
+    ) -> backend_pb2.TaskOutcome:
         outcome = backend_pb2.TaskOutcome(
             executor_id=self.id,
             session_id=task.session_id,
@@ -540,7 +561,7 @@ class Executor:
             outcome.retryable = True
         if not_started:
             outcome.not_started = True
-        self._outbox.put(outcome, urgent=urgent)
+        return outcome
 
 
 def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> shim_pb2.SessionContext:

@@ -67,6 +67,13 @@ class Outbox:
         if urgent:
             self._urgent.set()
 
+    def put_many(self, items: list[Item], *, urgent: bool = True) -> None:
+        """Queue ``items`` in order, as put() would one by one (urgent if any of them is)."""
+        self._items.extend(items)
+        self._ready.set()
+        if urgent:
+            self._urgent.set()
+
     @property
     def urgent(self) -> bool:
         return self._urgent.is_set()
