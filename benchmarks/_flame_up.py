@@ -94,12 +94,17 @@ def flame_up(
         try:
             yield FlameUp(endpoint, port, cache, url, data_dir, process, spawned)
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            interrupt(process)
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGINT ``process`` (a clean shutdown); kill it if it has not exited within ``timeout``."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass
@@ -139,9 +144,4 @@ def flame_split(executors: int, storage: str = "memory", data_dir: Path | None =
             yield FlameSplit(endpoint, port, processes[0], processes[1])
         finally:
             for process in reversed(processes):
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                interrupt(process)

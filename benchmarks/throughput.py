@@ -48,7 +48,7 @@ from typing import Any
 from _flame_up import FlameUp, flame_split, flame_up
 from _flamepy_floor import FlamepyCeiling
 from _grpc_floor import Floor
-from _procfs import CpuMeter, cmdline, process_tree, pss_kb
+from _procfs import CpuMeter, Labeler, cmdline, process_tree, pss_kb
 
 import flame
 from flame.types import ExecutorState
@@ -235,22 +235,13 @@ def run_pool(args: argparse.Namespace) -> Run:
         return make_run(*measure(driver, CpuMeter(os.getpid(), pool_role, include_root=False), args, echoes))
 
 
-def run_floor(args: argparse.Namespace) -> Run:
-    floor = Floor(args.executors)
+def run_direct(args: argparse.Namespace, make: Callable[[int], Floor | FlamepyCeiling], role: Labeler) -> Run:
+    """A floor or ceiling: its processes are this one's children."""
+    target = make(args.executors)
     try:
-        meter = CpuMeter(os.getpid(), floor_role, include_root=False)
-        return make_run(*measure(FloorDriver(floor), meter, args, echoes))
+        return make_run(*measure(FloorDriver(target), CpuMeter(os.getpid(), role, include_root=False), args, echoes))
     finally:
-        floor.close()
-
-
-def run_ceiling(args: argparse.Namespace) -> Run:
-    ceiling = FlamepyCeiling(args.executors)
-    try:
-        meter = CpuMeter(os.getpid(), ceiling_role, include_root=False)
-        return make_run(*measure(FloorDriver(ceiling), meter, args, echoes))
-    finally:
-        ceiling.close()
+        target.close()
 
 
 class NoopActor:
@@ -668,8 +659,8 @@ def run_all(args: argparse.Namespace) -> dict[str, System]:
         ("flame", lambda a: run_flame(a, "flmping", is_flmping_reply)),
         ("flamepy", lambda a: run_flame(a, FLAMEPY_APPLICATION, echoes)),
         ("split", run_split),
-        ("grpc", run_floor),
-        ("ceiling", run_ceiling),
+        ("grpc", lambda a: run_direct(a, Floor, floor_role)),
+        ("ceiling", lambda a: run_direct(a, FlamepyCeiling, ceiling_role)),
     ):
         if not systems[key].skipped:
             for i in range(args.repeat):

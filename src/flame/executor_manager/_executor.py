@@ -361,16 +361,19 @@ class Executor:
                     "executor %s: the service answered task %s, which it was not given", self.id, result.task_id
                 )
                 continue
-            if result.return_code == 0:  # the hot path, built here: _outcome's keywords cost more than it
-                outcome = backend_pb2.TaskOutcome(
-                    executor_id=self.id, session_id=task.session_id, task_id=task.task_id, state=types_pb2.Succeed
-                )
-                if result.HasField("output"):
-                    outcome.output = result.output
-                outcomes.append(outcome)
-            else:
-                message = result.message or f"the service returned code {result.return_code}"
-                outcomes.append(self._outcome_of(task, message=message))
+            # Built here rather than by _outcome: its keywords cost more than the outcome, per task.
+            succeeded = result.return_code == 0
+            outcome = backend_pb2.TaskOutcome(
+                executor_id=self.id,
+                session_id=task.session_id,
+                task_id=task.task_id,
+                state=types_pb2.Succeed if succeeded else types_pb2.Failed,
+            )
+            if not succeeded:
+                outcome.message = result.message or f"the service returned code {result.return_code}"
+            elif result.HasField("output"):
+                outcome.output = result.output
+            outcomes.append(outcome)
         if outcomes:
             # Urgent once the executor is about to run dry: it has few tasks left to keep it busy.
             self._outbox.put_many(outcomes, urgent=len(in_service) + self._queued_runs <= LOW_WATER)
@@ -534,18 +537,6 @@ class Executor:
         not_started: bool = False,
         urgent: bool = True,
     ) -> None:
-        outcome = self._outcome_of(task, output=output, message=message, retryable=retryable, not_started=not_started)
-        self._outbox.put(outcome, urgent=urgent)
-
-    def _outcome_of(
-        self,
-        task: shim_pb2.TaskContext,
-        *,
-        output: bytes | None = None,
-        message: str | None = None,
-        retryable: bool = False,
-        not_started: bool = False,
-    ) -> backend_pb2.TaskOutcome:
         outcome = backend_pb2.TaskOutcome(
             executor_id=self.id,
             session_id=task.session_id,
@@ -561,7 +552,7 @@ class Executor:
             outcome.retryable = True
         if not_started:
             outcome.not_started = True
-        return outcome
+        self._outbox.put(outcome, urgent=urgent)
 
 
 def _session_context(command: backend_pb2.BindExecutor, spec: ApplicationSpec) -> shim_pb2.SessionContext:
