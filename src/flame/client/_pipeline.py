@@ -61,8 +61,8 @@ class TaskFuture(concurrent.futures.Future[bytes]):
 
 MapError = Callable[[grpc.RpcError, str], FlameError]
 # Where a task's outcome goes: the async API's asyncio future, or the blocking API's
-# concurrent.futures.Future directly (no second future and no thread hop per task).
-Sink: TypeAlias = "asyncio.Future[bytes] | concurrent.futures.Future[bytes]"
+# TaskFuture directly (no second future and no thread hop per task).
+Sink: TypeAlias = "asyncio.Future[bytes] | TaskFuture"
 Entry = tuple[bytes, Sink]
 
 
@@ -271,10 +271,8 @@ class TaskPipeline:
                         future._task_id, future._pipeline = task_id, self
                         if future.cancelled():  # just now, before it could tell us
                             self._cancel_outstanding(task_id)
-                    elif isinstance(future, asyncio.Future):
+                    else:
                         future.add_done_callback(functools.partial(self._on_done, task_id))
-                    else:  # completed on the loop, or cancelled by its owner in another thread
-                        future.add_done_callback(functools.partial(self._on_done_threadsafe, task_id))
         finally:
             self._sending = []
             self._in_flight = False
@@ -324,13 +322,9 @@ class TaskPipeline:
         if submits is not None:
             submits.cancel()
 
-    def _on_done(self, task_id: str, future: Sink) -> None:
+    def _on_done(self, task_id: str, future: asyncio.Future[bytes]) -> None:
         if future.cancelled():
             self._cancel(task_id)
-
-    def _on_done_threadsafe(self, task_id: str, future: concurrent.futures.Future[bytes]) -> None:
-        if future.cancelled() and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._cancel, task_id)
 
     def cancelled_elsewhere(self, task_id: str) -> None:
         """A TaskFuture's owner cancelled it (in any thread)."""

@@ -135,7 +135,7 @@ class Session:
         self._async = session
         # Tasks submitted from user threads wait here; the loop takes them all at once,
         # so a burst of run() calls costs one wakeup of the loop thread, not one each.
-        self._burst: list[tuple[bytes, concurrent.futures.Future[bytes]]] = []
+        self._burst: list[tuple[bytes, TaskFuture]] = []
         self._burst_lock = threading.Lock()
 
     # A status snapshot, as in AsyncSession.
@@ -201,7 +201,7 @@ class Session:
         data = as_bytes(input_data, "task input")
         if self._async.closed:
             raise InvalidState(f"session {self.id} is closed; create or open another session to run tasks")
-        future: concurrent.futures.Future[bytes] = TaskFuture()
+        future = TaskFuture()
         with self._burst_lock:
             self._burst.append((data, future))
             first = len(self._burst) == 1
