@@ -12,8 +12,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescripto
 from flame import errors
 from flame.protocol import (
     compact_batch_to_pb,
-    compact_task_to_pb,
     error_from_rpc,
+    ext_pb2,
     frontend_pb2,
     shim_pb2,
     status_for,
@@ -99,8 +99,8 @@ def test_errors_map_to_status_codes_and_back() -> None:
 
 
 def test_compact_task_carries_id_state_output_and_the_final_message() -> None:
-    from flame.protocol import compact_task_to_pb
-    from flame.types import Event, Task, TaskState
+    def compact_task_to_pb(task: Task) -> ext_pb2.CompactTask:
+        return compact_batch_to_pb([task]).results[0]
 
     done = Task(session_id="s", id="7", input=b"in", output=b"out", state=TaskState.SUCCEED)
     done.events = [Event(int(TaskState.PENDING), "task created"), Event(int(TaskState.RUNNING), "running on e1")]
@@ -118,7 +118,7 @@ def test_compact_task_carries_id_state_output_and_the_final_message() -> None:
     assert len(compact.SerializeToString()) < 40  # no input, no events, no times
 
 
-def test_a_compact_batch_holds_each_task_as_compact_task_to_pb_makes_it() -> None:
+def test_a_compact_batch_holds_each_task_with_exactly_its_fields() -> None:
     tasks = [
         Task(session_id="s", id="1", state=TaskState.SUCCEED, output=b"out"),
         Task(session_id="s", id="2", state=TaskState.SUCCEED, output=b""),  # empty, but there
@@ -128,6 +128,13 @@ def test_a_compact_batch_holds_each_task_as_compact_task_to_pb_makes_it() -> Non
         Task(session_id="s", id="6", state=TaskState.CANCELLED, events=[Event(4, None, 2)]),
     ]
     batch = compact_batch_to_pb(tasks)
-    assert list(batch.results) == [compact_task_to_pb(task) for task in tasks]
+    assert list(batch.results) == [
+        ext_pb2.CompactTask(id="1", state=2, output=b"out"),
+        ext_pb2.CompactTask(id="2", state=2, output=b""),
+        ext_pb2.CompactTask(id="3", state=2),
+        ext_pb2.CompactTask(id="4", state=3, message="boom"),
+        ext_pb2.CompactTask(id="5", state=3),
+        ext_pb2.CompactTask(id="6", state=4),
+    ]
     assert [r.HasField("output") for r in batch.results] == [True, True, False, False, False, False]
     assert [r.message for r in batch.results if r.HasField("message")] == ["boom"]

@@ -199,14 +199,9 @@ def final_message(task: Task) -> str | None:
     return None
 
 
-def compact_task_to_pb(task: Task) -> ext_pb2.CompactTask:
-    """A finished task as the SDK's result stream carries it: id, state, output, message."""
-    message = None if task.state == TaskState.SUCCEED else final_message(task)
-    return ext_pb2.CompactTask(id=task.id, state=wire_enum(task.state), output=task.output, message=message)
-
-
 def compact_batch_to_pb(tasks: Iterable[Task]) -> ext_pb2.TaskBatch:
-    """Finished tasks as one message of the result stream, each as compact_task_to_pb makes it.
+    """Finished tasks as one message of the SDK's result stream: each its id, state, output (when
+    it has one) and, unless it succeeded, the message of its final event.
 
     Built in place: a CompactTask made first would be copied into the batch again (about twice
     the cost, on the path every finished task takes).
