@@ -62,13 +62,10 @@ class Outbox:
         """Queue ``item``. Not urgent: the session manager loses nothing if it waits for a batch window
         (an outcome of an executor that has more tasks queued); the sender may hold it to batch more.
         """
-        self._items.append(item)
-        self._ready.set()
-        if urgent:
-            self._urgent.set()
+        self.put_many((item,), urgent=urgent)
 
-    def put_many(self, items: list[Item], *, urgent: bool = True) -> None:
-        """Queue ``items`` in order, as put() would one by one (urgent if any of them is)."""
+    def put_many(self, items: Iterable[Item], *, urgent: bool = True) -> None:
+        """Queue ``items`` in order; ``urgent`` as for put(), for all of them at once."""
         self._items.extend(items)
         self._ready.set()
         if urgent:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from flame.errors import InvalidState
@@ -286,8 +287,8 @@ class Fleet:
         core = self.c
         executors, sessions = core.executors, core.sessions
         limit = core.settings.max_task_size
-        changed: dict[str, list[Task]] = {}
-        freed: dict[str, set[str]] = {}
+        changed: defaultdict[str, list[Task]] = defaultdict(list)
+        freed: defaultdict[str, set[str]] = defaultdict(set)
         at, now = now_ms(), time.monotonic()  # one reading of each clock per message
         succeeded = Event(_SUCCEED, None, at)  # frozen: one serves every task of the message
         for outcome in outcomes:  # per task: names looked up once above, each field read once
@@ -297,10 +298,7 @@ class Fleet:
             if ex is None or rec is None or task_id not in ex.inflight:
                 continue  # stale: the executor or session is gone, or the task was requeued
             core.task_done(rec, ex, ex.inflight.pop(task_id), now, at)
-            freed_here = freed.get(session_id)
-            if freed_here is None:
-                freed_here = freed[session_id] = set()
-            freed_here.add(executor_id)
+            freed[session_id].add(executor_id)
             task = rec.tasks[task_id]  # in flight on its executor, so Running
             if outcome.state == _SUCCEED:
                 output = outcome.output if outcome.HasField("output") else None
@@ -323,10 +321,7 @@ class Fleet:
                     self._retry_or_fail(rec, task, message or "the executor could not run the task")
                 else:
                     core.finish_task(rec, task, TaskState.FAILED, message or "the service reported a failure", at=at)
-            changed_here = changed.get(session_id)
-            if changed_here is None:
-                changed_here = changed[session_id] = []
-            changed_here.append(task)
+            changed[session_id].append(task)
         for sid, tasks in changed.items():  # before dispatch: a retried task may start again at once
             core.commit_and_publish(sessions[sid], tasks)
         for sid, executor_ids in freed.items():
