@@ -152,7 +152,7 @@ class FutureDriver(Driver):
         return self.submit(PAYLOAD).result(TASK_TIMEOUT)
 
 
-class FloorDriver(Driver):
+class DirectDriver(Driver):
     def __init__(self, floor: Floor | FlamepyCeiling) -> None:
         self.floor = floor
 
@@ -239,7 +239,7 @@ def run_direct(args: argparse.Namespace, make: Callable[[int], Floor | FlamepyCe
     """A floor or ceiling: its processes are this one's children."""
     target = make(args.executors)
     try:
-        return make_run(*measure(FloorDriver(target), CpuMeter(os.getpid(), role, include_root=False), args, echoes))
+        return make_run(*measure(DirectDriver(target), CpuMeter(os.getpid(), role, include_root=False), args, echoes))
     finally:
         target.close()
 
@@ -312,6 +312,20 @@ def wait_for_bound(conn: flame.Connection, session_id: str, executors: int, time
         time.sleep(0.05)
 
 
+def bound_session(
+    conn: flame.Connection, application: str, executors: int, check: Callable[[bytes], bool]
+) -> tuple[flame.Session, float]:
+    """A session whose first task came back right and whose executors are all bound, and the
+    time.perf_counter() at which that first result arrived."""
+    session = conn.create_session(application, min_instances=executors)
+    first = session.run(PAYLOAD).result(TASK_TIMEOUT)
+    first_done = time.perf_counter()
+    if not check(first):
+        raise SystemExit(f"the first task returned {first!r}")
+    wait_for_bound(conn, session.id, executors)
+    return session, first_done
+
+
 def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes], bool]) -> Run:
     with flame_up(args.executors, args.storage) as cluster:
         listening_s = wait_for_port(cluster)
@@ -319,12 +333,8 @@ def run_flame(args: argparse.Namespace, application: str, check: Callable[[bytes
             if application == FLAMEPY_APPLICATION:
                 spec = {"command": sys.executable, "arguments": [str(FLAMEPY_SERVICE)]}
                 conn.register_application(application, spec)
-            session = conn.create_session(application, min_instances=args.executors)
-            first = session.run(PAYLOAD).result(TASK_TIMEOUT)
-            first_result_s = time.perf_counter() - cluster.spawned
-            if not check(first):
-                raise SystemExit(f"the first task returned {first!r}")
-            wait_for_bound(conn, session.id, args.executors)
+            session, first_done = bound_session(conn, application, args.executors, check)
+            first_result_s = first_done - cluster.spawned
             time.sleep(1.0)  # the measurement is of an idle cluster: let start-up work settle
             pss = idle_pss_by_role(cluster.process.pid)
             meter = CpuMeter(cluster.process.pid, flame_role)
@@ -342,11 +352,7 @@ def run_split(args: argparse.Namespace) -> Run:
     with flame_split(args.executors, args.storage) as cluster:
         cluster.wait_for_node()
         with flame.connect(cluster.endpoint, timeout=30) as conn:
-            session = conn.create_session("flmping", min_instances=args.executors)
-            first = session.run(PAYLOAD).result(TASK_TIMEOUT)
-            if not is_flmping_reply(first):
-                raise SystemExit(f"the first task returned {first!r}")
-            wait_for_bound(conn, session.id, args.executors)
+            session, _ = bound_session(conn, "flmping", args.executors, is_flmping_reply)
             meter = CpuMeter(os.getpid(), split_role, include_root=False)
             run = make_run(*measure(FutureDriver(session.run), meter, args, is_flmping_reply))
             session.close()
