@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -176,6 +177,31 @@ def test_the_dashboard_is_read_only(url: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 405
+
+
+def test_the_web_server_loads_on_the_first_request_and_shows_what_came_before() -> None:
+    """Nobody browsing costs the cluster no web stack; the first visitor still sees every task."""
+    with LocalCluster(executors=1, cluster={"dashboard": {"enabled": True, "port": 0}}) as local:
+        url = str(local.run(lambda sm: sm.dashboard_url))
+        with flame.connect(local.endpoint) as conn:
+            session = conn.create_session("flmping")
+            for future in [session.run(b"") for _ in range(20)]:
+                future.result(60)
+        assert local.run(lambda sm: sm.dashboard.serving) is False
+        assert finished(samples(url), "succeed") == 20  # answered once the web server loaded
+        assert local.run(lambda sm: sm.dashboard.serving) is True
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with pytest.raises(OSError):  # stopped: the port is closed, not left in a backlog
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_dashboard_stopped_before_anyone_came_closes_its_port() -> None:
+    with LocalCluster(executors=0, cluster={"dashboard": {"enabled": True, "port": 0}}) as local:
+        url = str(local.run(lambda sm: sm.dashboard_url))
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # listening before it loads
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 def test_a_token_guards_every_page_and_the_metrics() -> None:

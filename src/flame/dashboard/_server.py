@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -43,7 +43,6 @@ class WebServer:
         self.state = dashboard.state
         self.metrics = dashboard.metrics
         self.publisher = dashboard.publisher
-        self.port = 0
         self._runner: web.AppRunner | None = None
         self._static = _load_static()
 
@@ -51,7 +50,8 @@ class WebServer:
     def url(self) -> str:
         return self.dashboard.url
 
-    async def start(self) -> None:
+    async def start(self, sockets: list[socket.socket]) -> None:
+        """Serve on ``sockets``, already listening (the dashboard bound them)."""
         app = web.Application(middlewares=[self._errors, self._auth])
         app.router.add_get("/", self._overview)
         app.router.add_get("/sessions", self._page(lambda r: _pages.sessions(self.state)))
@@ -72,35 +72,19 @@ class WebServer:
         app.router.add_get("/static/{name}", self._static_file)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=self._ssl_context())
         try:
-            await site.start()
-        except OSError:
+            for sock in sockets:
+                await web.SockSite(runner, sock, ssl_context=self.dashboard.ssl_context).start()
+        except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = self.dashboard.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        self.publisher.start()
-        logger.info("dashboard at %s (metrics at %smetrics)", self.url, self.url)
+        logger.debug("dashboard web server loaded")
 
     async def stop(self) -> None:
-        await self.publisher.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        if self.tls is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-        if self.dashboard.certificates is not None and self.tls.ca_file:
-            # mtls: a certificate the cluster's CA signed is asked for, not required (a token still works)
-            context.load_verify_locations(self.tls.ca_file)
-            context.verify_mode = ssl.CERT_OPTIONAL
-        return context
 
     # ---- middlewares ------------------------------------------------------------------------
 
