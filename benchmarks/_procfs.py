@@ -59,10 +59,15 @@ def process_tree(root: int) -> list[Proc]:
 
 
 def cmdline(pid: int) -> str:
+    """The command line of ``pid``, and its process name in brackets when the command line does
+    not end with it (a warm-started service keeps its bootstrap's command line; its name says
+    which service it became)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+    return line if os.path.basename(line.split(" ", 1)[0]) == name else f"{line} [{name}]"
 
 
 def pss_kb(pid: int) -> int:

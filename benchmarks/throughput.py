@@ -73,9 +73,9 @@ def flame_role(depth: int, command: str) -> str:
         return FLAME_UP
     if "executor-manager" in command:
         return "executor manager"
-    if "flame.apps.flmping" in command:
+    if "flame.apps.flmping" in command or "[flmping]" in command:
         return "service (our SDK)"
-    if FLAMEPY_SERVICE.name in command:
+    if FLAMEPY_SERVICE.stem in command:
         return "service (flamepy)"
     return "other"
 

@@ -415,6 +415,7 @@ def test_executor_manager_defaults(tmp_path: Path) -> None:
     assert config.work_dir == tmp_path / "flame" / "executors"
     assert config.heartbeat_interval_ms == 1000
     assert (config.service_start_timeout, config.stop_grace) == (30.0, 5.0)
+    assert config.warm_services is True
 
 
 def test_one_file_serves_both_managers(tmp_path: Path) -> None:
@@ -431,6 +432,7 @@ def test_one_file_serves_both_managers(tmp_path: Path) -> None:
   heartbeat_interval: 250
   service_start_timeout: 2.5
   stop_grace: 0
+  warm_services: false
 """,
         ),
     )
@@ -442,6 +444,7 @@ def test_one_file_serves_both_managers(tmp_path: Path) -> None:
     assert config.work_dir == tmp_path / "work"
     assert config.heartbeat_interval_ms == 250
     assert (config.service_start_timeout, config.stop_grace) == (2.5, 0.0)
+    assert config.warm_services is False
     assert load_cluster_config(path, env={}).name == "prod"
 
 
@@ -469,6 +472,7 @@ def test_executor_manager_env_overrides(tmp_path: Path) -> None:
         ({"session_manager": "tcp://h:1"}, "executor_manager.session_manager", "'tcp://h:1'", "https://"),
         ({"node_name": ""}, "executor_manager.node_name", "''", "non-empty string"),
         ({"work_dir": ["a"]}, "executor_manager.work_dir", "['a']", "non-empty string"),
+        ({"warm_services": "yes"}, "executor_manager.warm_services", "'yes'", "true or false"),
     ],
 )
 def test_executor_manager_bad_values_are_refused(section: dict[str, Any], key: str, value: str, accepted: str) -> None:

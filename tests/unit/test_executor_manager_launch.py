@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flame.executor_manager.shims import Launch, ShimError, expand, plan_launch, socket_path_for
+from flame.executor_manager.shims._warm import WarmEntry, warm_entry
 from flame.types import ApplicationSpec
 
 
@@ -124,3 +126,51 @@ def test_services_get_the_nodes_credential_for_the_object_cache_and_a_reloaded_t
         "FLAME_CACHE_CERT_FILE": str(cert),
         "FLAME_CACHE_KEY_FILE": str(key),
     }
+
+
+# ---- which launches a warm interpreter may run (flame.executor_manager.shims._warm) ----
+
+
+def warm(argv: list[str], tmp_path: Path, env: dict[str, str] | None = None, own: dict[str, str] | None = None) -> Any:
+    launch = Launch(argv=argv, env=env if env is not None else {}, cwd=tmp_path, socket_path=tmp_path / "x.sock")
+    return warm_entry(launch, argv[0], python=sys.executable, own_env=own if own is not None else {})
+
+
+def test_a_module_or_a_script_of_this_python_runs_warm(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("")
+    assert warm([sys.executable, "-m", "pkg.mod", "-x", "1"], tmp_path) == WarmEntry("module", "pkg.mod", ("-x", "1"))
+    assert warm([sys.executable, "svc.py", "a"], tmp_path) == WarmEntry("path", "svc.py", ("a",))
+
+
+def test_what_only_the_command_itself_runs_faithfully_starts_cold(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("")
+    assert warm([sys.executable, "-u", "svc.py"], tmp_path) is None  # an interpreter option
+    assert warm([sys.executable, "-m"], tmp_path) is None
+    assert warm([sys.executable, "missing.py"], tmp_path) is None  # python's own error, from python
+    assert warm([sys.executable], tmp_path) is None
+    assert warm(["/bin/sh", "svc.py"], tmp_path) is None
+
+
+def test_the_same_file_in_another_directory_is_another_environment(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("")
+    venv_python = tmp_path / "bin" / "python"
+    venv_python.parent.mkdir()
+    venv_python.symlink_to(sys.executable)
+    launch = Launch(argv=[str(venv_python), "svc.py"], env={}, cwd=tmp_path, socket_path=tmp_path / "x.sock")
+    assert warm_entry(launch, str(venv_python), python=sys.executable, own_env={}) is None
+
+
+@pytest.mark.parametrize("name", ["PYTHONPATH", "PYTHONHASHSEED", "GRPC_VERBOSITY", "LD_PRELOAD", "MALLOC_ARENA_MAX"])
+def test_a_variable_read_at_interpreter_start_that_differs_starts_cold(tmp_path: Path, name: str) -> None:
+    argv = [sys.executable, "-m", "pkg"]
+    assert warm(argv, tmp_path, env={name: "/opt/1"}, own={}) is None
+    assert warm(argv, tmp_path, env={}, own={name: "/opt/1"}) is None
+    assert warm(argv, tmp_path, env={name: "/opt/2"}, own={name: "/opt/1"}) is None
+    assert warm(argv, tmp_path, env={name: "/opt/1"}, own={name: "/opt/1"}) is not None
+    assert warm(argv, tmp_path, env={"APP_SETTING": "1", name: "/opt/1"}, own={name: "/opt/1"}) is not None
+
+
+def test_a_relative_pythonpath_entry_starts_cold(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "pkg"]
+    assert warm(argv, tmp_path, env={"PYTHONPATH": "lib"}, own={"PYTHONPATH": "lib"}) is None
+    assert warm(argv, tmp_path, env={"PYTHONPATH": "/opt/lib"}, own={"PYTHONPATH": "/opt/lib"}) is not None

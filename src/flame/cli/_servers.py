@@ -166,6 +166,7 @@ def agent_settings(
         work_dir=config.work_dir,
         socket_dir=config.socket_dir,
         max_executors=max_executors or config.max_executors,
+        warm_services=config.warm_services,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         service_start_timeout=config.service_start_timeout,
         stop_grace=config.stop_grace,

@@ -24,6 +24,7 @@ _KEYS = (
     "node_name",
     "capacity",
     "max_executors",
+    "warm_services",
     "work_dir",
     "heartbeat_interval",
     "service_start_timeout",
@@ -68,6 +69,9 @@ class ExecutorManagerConfig:
     # (token, FLAME_TOKEN) or read from token_file (FLAME_TOKEN_FILE), which SIGHUP re-reads.
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
+    # A warm interpreter (grpc and the SDK imported) per free executor slot, for services whose
+    # command is this Python (see flame.executor_manager.shims._warm).
+    warm_services: bool = True
 
     @property
     def socket_dir(self) -> Path:
@@ -125,6 +129,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         node_name=section.string("node_name", "") or socket.gethostname(),
         capacity=capacity,
         max_executors=section.integer("max_executors", max(capacity.cpu, 1), 1),
+        warm_services=_flag(section, "warm_services", True),
         work_dir=_work_dir(section, env, base_dir),
         heartbeat_interval_ms=section.integer("heartbeat_interval", 1000, 1, " of milliseconds"),
         service_start_timeout=section.number("service_start_timeout", 30.0, 0, inclusive=False, unit="seconds"),
@@ -273,3 +278,12 @@ def _metrics_port(section: Section) -> int | None:
     if port is not None and port > 65535:
         raise section.error("metrics_port", port, "a port from 0 to 65535 (0: any free port)")
     return port
+
+
+def _flag(section: Section, name: str, default: bool) -> bool:
+    value = section.raw(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise section.error(name, value, "true or false")
+    return value

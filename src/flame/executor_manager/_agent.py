@@ -26,7 +26,7 @@ from flame.executor_manager._executor import Command, Executor, Release, Unbind
 from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
-from flame.executor_manager.shims import ShimError, reap_stale_services, rpc_status, socket_path_for
+from flame.executor_manager.shims import ShimError, WarmPool, reap_stale_services, rpc_status, socket_path_for
 from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2, wire_enum
 from flame.types import ExecutorState
 
@@ -100,6 +100,12 @@ class ExecutorManager:
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self.metrics = AgentMetrics(settings.node_name) if settings.metrics_port is not None else None
+        # One warm interpreter per free executor slot (a node without a slot limit keeps none).
+        self._warm = (
+            WarmPool(settings.max_executors, cwd=settings.work_dir, log_file=settings.log_dir / "warm.log")
+            if settings.warm_services and settings.max_executors > 0
+            else None
+        )
 
     @property
     def settings(self) -> AgentSettings:
@@ -113,6 +119,11 @@ class ExecutorManager:
     @property
     def executor_ids(self) -> list[str]:
         return list(self._executors)
+
+    @property
+    def warm_interpreters(self) -> int:
+        """Warm interpreters waiting for a service to become (one per free executor slot)."""
+        return self._warm.idle if self._warm is not None else 0
 
     async def start(self) -> None:
         """Create the working directories. Connecting happens in :meth:`serve` (and is retried)."""
@@ -151,6 +162,8 @@ class ExecutorManager:
         try:
             async with TaskGroup() as tg:
                 self._tg = tg
+                if self._warm is not None:
+                    self._warm.fill()
                 connection = tg.create_task(self._connect_loop())
                 await self._stop.wait()
                 await self._drain(connection)
@@ -194,6 +207,8 @@ class ExecutorManager:
     # ---- lifecycle ----
 
     async def _drain(self, connection: asyncio.Task[None]) -> None:
+        if self._warm is not None:
+            await self._warm.close()  # before the services stop, whose slots would get new ones
         workers = list(self._workers.values())
         for worker in workers:
             worker.cancel()
@@ -418,6 +433,7 @@ class ExecutorManager:
             outbox=self._outbox,
             spawn=self._spawn,
             metrics=self.metrics,
+            warm=self._warm,
         )
         self._executors[executor.id] = executor
         self._workers[executor] = self._spawn(self._run_executor(executor))

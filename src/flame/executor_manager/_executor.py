@@ -23,7 +23,7 @@ from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.installers import prepare_application
-from flame.executor_manager.shims import HostService, ServiceLost, ShimError, TaskStream, describe_exit
+from flame.executor_manager.shims import HostService, ServiceLost, ShimError, TaskStream, WarmPool, describe_exit
 from flame.protocol import application_spec_from_pb, backend_pb2, ext_pb2, shim_pb2, types_pb2, wire_enum
 from flame.types import ApplicationSpec, ExecutorState, ResourceRequirement
 
@@ -77,6 +77,7 @@ class Executor:
         outbox: Outbox,
         spawn: Spawn,
         metrics: AgentMetrics | None = None,
+        warm: WarmPool | None = None,
     ) -> None:
         self.id = executor_id
         self.resreq = resreq
@@ -87,6 +88,7 @@ class Executor:
         self._outbox = outbox
         self._spawn = spawn
         self._metrics = metrics
+        self._warm = warm
         self._mailbox: deque[Command] = deque()
         self._queued_runs = 0
         self._wake = asyncio.Event()
@@ -251,11 +253,12 @@ class Executor:
         if self._stream is not None:
             self._reader = self._spawn(self._read_results(service, self._stream))
         logger.info(
-            "executor %s bound to session %s (application %s, pid %d, %s)",
+            "executor %s bound to session %s (application %s, pid %d%s, %s)",
             self.id,
             session_id,
             command.application_name,
             service.pid,
+            ", warm start" if service.warm_started else "",
             "streamed invoke" if self._stream is not None else "OnTaskInvoke",
         )
 
@@ -296,6 +299,7 @@ class Executor:
             session_id=command.session_id,
             application=command.application_name,
             spec=spec,
+            warm=self._warm,
         )
         await self._service.enter(_session_context(command, spec))
         self._stream = await self._service.open_stream()

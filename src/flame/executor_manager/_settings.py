@@ -28,6 +28,9 @@ class AgentSettings:
     socket_dir: Path
     #: Executors this node may host at once (0: limited by capacity only).
     max_executors: int = 0
+    #: Keep a warm interpreter (grpc and the SDK imported) for each free executor slot, so a service
+    #: whose command is this Python starts in milliseconds; needs max_executors.
+    warm_services: bool = True
     #: Heartbeat period when nothing else is sent; the session manager may override it on registration.
     heartbeat_interval_ms: int = 3000
     #: How long a service may take to listen on its socket after it was started.

@@ -3,6 +3,7 @@
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, expand, plan_launch, socket_path_for
 from flame.executor_manager.shims._stream import TaskStream
+from flame.executor_manager.shims._warm import WarmPool
 from flame.executor_manager.shims.host import HostService, describe_exit, reap_stale_services, rpc_status
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "ServiceLost",
     "ShimError",
     "TaskStream",
+    "WarmPool",
     "describe_exit",
     "expand",
     "plan_launch",

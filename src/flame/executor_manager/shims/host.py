@@ -29,6 +29,7 @@ from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims._errors import ServiceLost, ShimError
 from flame.executor_manager.shims._launch import Launch, cache_credentials, plan_launch
 from flame.executor_manager.shims._stream import TaskStream, open_task_stream
+from flame.executor_manager.shims._warm import WarmPool, warm_entry
 from flame.protocol import shim_pb2, shim_pb2_grpc, types_pb2
 from flame.types import ApplicationSpec, Shim
 
@@ -76,8 +77,12 @@ class HostService:
         log_file: Path,
         log_offset: int,
         stop_grace: float,
+        warm: WarmPool | None = None,
+        warm_started: bool = False,
     ) -> None:
         self._process = process
+        self._warm = warm  # released when this service stops
+        self.warm_started = warm_started
         self._launch = launch
         self._log_file = log_file
         self._log_offset = log_offset
@@ -97,8 +102,12 @@ class HostService:
         session_id: str,
         application: str,
         spec: ApplicationSpec,
+        warm: WarmPool | None = None,
     ) -> HostService:
-        """Start the service and wait until it serves on its socket; ShimError says why it did not."""
+        """Start the service and wait until it serves on its socket; ShimError says why it did not.
+
+        With ``warm``, the service holds one of the node's slots in it until stopped, and starts in
+        a warm interpreter when its command allows (see :mod:`._warm`)."""
         if spec.shim != Shim.HOST:
             raise ShimError(f"application {application} needs the {spec.shim.name} shim; this node runs Host only")
         allowlist = CommandAllowlist(settings.allowed_commands)
@@ -123,8 +132,17 @@ class HostService:
             launch.socket_path.unlink(missing_ok=True)
         except OSError as exc:
             raise ShimError(f"cannot prepare application {application}: {exc}") from exc
-        process, log_offset = await _spawn(launch, log_file, application=application, session_id=session_id)
-        service = cls(process, launch, log_file, log_offset, settings.stop_grace)
+        if warm is not None:
+            warm.acquire()
+        try:
+            process, log_offset, warm_started = await _spawn(
+                launch, log_file, application=application, session_id=session_id, warm=warm
+            )
+        except BaseException:
+            if warm is not None:
+                warm.release()
+            raise
+        service = cls(process, launch, log_file, log_offset, settings.stop_grace, warm, warm_started)
         try:
             await service._wait_ready(settings.service_start_timeout)
         except BaseException:
@@ -215,6 +233,9 @@ class HostService:
                 self._launch.socket_path.unlink(missing_ok=True)
                 if self._pid_file is not None:
                     self._pid_file.unlink(missing_ok=True)
+            warm, self._warm = self._warm, None
+            if warm is not None:
+                warm.release()
             self._stopped.set()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -364,9 +385,10 @@ def _resolve_command(command: str, env: Mapping[str, str], cwd: Path) -> str:
 
 
 async def _spawn(
-    launch: Launch, log_file: Path, *, application: str, session_id: str
-) -> tuple[asyncio.subprocess.Process, int]:
-    """Start the process with its output appended to ``log_file``; the process and where its output starts."""
+    launch: Launch, log_file: Path, *, application: str, session_id: str, warm: WarmPool | None = None
+) -> tuple[asyncio.subprocess.Process, int, bool]:
+    """Start the process with its output appended to ``log_file``: the process, where its output
+    starts, and whether a warm interpreter became it."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     header = f"==== {stamp} session {session_id} (application {application}): {shlex.join(launch.argv)}\n"
     try:
@@ -376,7 +398,17 @@ async def _spawn(
             offset = log.tell()
             try:
                 program = _resolve_command(launch.argv[0], launch.env, launch.cwd)
-                wrapped = [sys.executable, "-S", "-E", "-c", _DIE_WITH_US, str(os.getpid()), program, *launch.argv]
+            except OSError as exc:
+                reason = _spawn_error(application, launch.argv[0], exc)
+                log.write(f"flame: {reason}\n".encode())
+                raise ShimError(reason) from exc
+            entry = warm_entry(launch, program) if warm is not None else None
+            if warm is not None and entry is not None:
+                while (process := warm.take()) is not None:
+                    if await warm.launch(process, entry, launch, log_file):
+                        return process, offset, True
+            wrapped = [sys.executable, "-S", "-E", "-c", _DIE_WITH_US, str(os.getpid()), program, *launch.argv]
+            try:
                 process = await asyncio.create_subprocess_exec(
                     *wrapped,
                     stdin=subprocess.DEVNULL,
@@ -392,7 +424,7 @@ async def _spawn(
                 raise ShimError(reason) from exc
     except OSError as exc:
         raise ShimError(f"cannot open log file {log_file}: {exc}") from exc
-    return process, offset
+    return process, offset, False
 
 
 def _spawn_error(application: str, command: str, exc: OSError) -> str:
