@@ -6,7 +6,8 @@ import of grpc and the SDK, ~0.2-0.3 s of CPU before the first task; a warm inte
 ahead of time, so a session's service is ready in a few milliseconds.
 
 Started as ``python -c 'from flame.service._warm import main; main()' <executor manager pid>``, it
-reads one launch as a JSON line on stdin and then turns into that service, as ``python -m module
+says ``ready`` on stdout once its imports are done, reads one launch as a JSON line on stdin and
+then turns into that service, as ``python -m module
 args`` or ``python script args`` would have started it: same argv, environment, working directory,
 ``sys.path[0]`` and output file. End of input before a launch means it is not needed: it exits 0.
 """
@@ -26,7 +27,8 @@ from typing import Any
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = 9
-_NOT_OUR_PARENT = 70  # the executor manager died before this process could tie itself to it
+_NOT_OUR_PARENT = 70
+READY = b"ready\n"  # the executor manager died before this process could tie itself to it
 
 
 def main() -> None:
@@ -39,6 +41,7 @@ def main() -> None:
 
     import flame.service  # noqa: F401
 
+    os.write(1, READY)  # stdout is a pipe to the executor manager until the launch replaces it
     line = _read_line(0)
     if not line:
         sys.exit(0)

@@ -35,6 +35,7 @@ from flame.executor_manager.shims._launch import Launch
 logger = logging.getLogger(__name__)
 
 WARM_MAIN = "from flame.service._warm import main; main()"
+READY = b"ready\n"  # what flame.service._warm prints once its imports are done
 _STARTUP_PREFIXES = ("PYTHON", "GRPC_", "LD_", "MALLOC_")
 
 
@@ -82,7 +83,7 @@ class WarmPool:
     def __init__(self, slots: int, *, cwd: Path, log_file: Path) -> None:
         self._slots = slots
         self._cwd = cwd
-        self._log_file = log_file  # what warm interpreters print before they become services
+        self._log_file = log_file  # what warm interpreters write to stderr before they become services
         self._idle: deque[asyncio.subprocess.Process] = deque()
         self._in_use = 0
         self._closed = False
@@ -182,7 +183,12 @@ class WarmPool:
                     process.kill()
                     await process.wait()
                     return
-                self._idle.append(process)
+                self._idle.append(process)  # usable at once: it reads the launch once its imports are done
+                # One at a time: the first is ready sooner, and the node's other work keeps a core.
+                assert process.stdout is not None
+                if await process.stdout.readline() != READY:
+                    logger.warning("a warm interpreter ended during its start-up (see %s)", self._log_file)
+                    return
             else:
                 return
 
@@ -195,8 +201,8 @@ class WarmPool:
                 WARM_MAIN,
                 str(os.getpid()),
                 stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE,  # says when its imports are done (see _run_refill)
+                stderr=log,
                 cwd=self._cwd,
                 start_new_session=True,
             )
