@@ -16,6 +16,7 @@ import pytest
 import flame
 from flame.testing import LocalCluster
 from flame.types import ExecutorState
+from tests.integration.conftest import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,10 @@ def test_100k_outstanding_tasks_cost_one_stream_and_no_threads(local: LocalClust
     with flame.connect(local.endpoint) as conn:
         # A session no node can hold: its tasks stay outstanding until it is closed.
         session = conn.create_session("flmping", resreq="cpu=1000,mem=1g")
+        # The node's warm interpreters are started (a child watcher thread each) before counting.
+        assert local.cluster is not None and local.cluster.node is not None
+        node = local.cluster.node
+        wait_for(lambda: node.warm_interpreters == 2)
         threads_before = threading.active_count()
         futures = [session.run(b"") for _ in range(100_000)]
         while conn.get_session(session.id).pending < 100_000:
