@@ -96,8 +96,10 @@ class AllInOne:
         node_name: str | None = None,
         ready_timeout: float = 30.0,
         cache: CacheConfig | None = None,
+        warm_services: bool = True,
     ) -> None:
         self.config = config
+        self.warm_services = warm_services  # a warm interpreter per free slot of the local node
         self.session_manager = SessionManager(config)
         # The object cache runs in this process: its Flight server has its own threads. It is made
         # in start(), off the event loop: pyarrow takes longer to import than the rest of flame up.
@@ -186,6 +188,7 @@ class AllInOne:
             max_executors=max_executors,
             allowed_commands=self.config.allowed_commands.patterns,
             service_env=self._service_env(),
+            warm_services=self.warm_services,
         )
 
     def _service_env(self) -> tuple[tuple[str, str], ...]:

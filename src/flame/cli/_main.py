@@ -47,6 +47,12 @@ def _resources(text: str) -> ResourceRequirement:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+WARM_HELP = (
+    "keep a warm interpreter (grpc and the SDK imported) per free executor slot, so a Python service "
+    "starts in milliseconds; --no-warm-services saves their memory on an idle node (default: on)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flame", description="Flame for Python: elastic sessions of short tasks.")
     parser.add_argument(
@@ -68,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-endpoint",
         help="where the object cache listens, e.g. grpc://127.0.0.1:9090 (overrides cache.endpoint)",
     )
+    up.add_argument("--warm-services", action=argparse.BooleanOptionalAction, default=True, help=WARM_HELP)
 
     sm = sub.add_parser("session-manager", help="run the session manager")
     sm.add_argument("--config", "-c", help="cluster config (flame-cluster.yaml)")
@@ -88,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--session-manager", help="session manager endpoint, e.g. http://10.0.0.1:8080")
     em.add_argument("--node-name", help="name of this node (default: the host name)")
     em.add_argument("--max-executors", type=_positive_int, help="executor slots on this node")
+    em.add_argument(
+        "--warm-services",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=WARM_HELP.replace("(default: on)", "(default: executor_manager.warm_services, on)"),
+    )
     em.add_argument("--work-dir", help="where executor directories, sockets and logs go")
     em.add_argument(
         "--capacity",

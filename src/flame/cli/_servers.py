@@ -77,7 +77,7 @@ def run_up(args: argparse.Namespace) -> None:
     cache = _cache_config(args, _up_cache_storage(config))
 
     async def serve() -> None:
-        cluster = AllInOne(config, executors=args.executors, cache=cache)
+        cluster = AllInOne(config, executors=args.executors, cache=cache, warm_services=args.warm_services)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,6 +188,8 @@ def run_em(args: argparse.Namespace) -> None:
     if args.token_file:  # the flag wins over a token in the environment
         env.pop("FLAME_TOKEN", None)
     config = load_executor_manager_config(args.config, env)
+    if args.warm_services is not None:
+        config = dataclasses.replace(config, warm_services=args.warm_services)
     settings = agent_settings(
         config, args.node_name, args.max_executors, args.capacity, tuple(args.allow_command or ())
     )
