@@ -15,14 +15,13 @@ import logging
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from flame.config import CacheConfig, ClusterConfig
-from flame.config._agent import detect_capacity, socket_dir
+from flame.config._agent import detect_capacity, local_node_slots, local_node_work_dir, socket_dir
 from flame.errors import Unavailable
 from flame.executor_manager import AgentSettings, ExecutorManager
 from flame.protocol import backend_pb2
@@ -30,6 +29,7 @@ from flame.session_manager.server import SessionManager
 from flame.types import NodeState, ResourceRequirement
 
 if TYPE_CHECKING:
+    from flame.executor_manager.shims import WarmPool
     from flame.object_cache import ObjectCache
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,13 @@ class AllInOne:
         ready_timeout: float = 30.0,
         cache: CacheConfig | None = None,
         warm_services: bool = True,
+        warm: WarmPool | None = None,
     ) -> None:
+        """``warm``: the local node's warm interpreters, already started by the caller (``flame up``
+        starts them before it imports this module); else the node starts its own if ``warm_services``."""
         self.config = config
-        self.warm_services = warm_services  # a warm interpreter per free slot of the local node
+        self.warm_services = warm_services or warm is not None
+        self.warm = warm
         self.session_manager = SessionManager(config)
         # The object cache runs in this process: its Flight server has its own threads. It is made
         # in start(), off the event loop: pyarrow takes longer to import than the rest of flame up.
@@ -110,7 +114,7 @@ class AllInOne:
         self.executors = executors
         self.node_name = node_name or socket.gethostname()
         self.ready_timeout = ready_timeout
-        self.work_dir = Path(config.data_dir) / "executors"
+        self.work_dir = local_node_work_dir(config.data_dir)
         self.node: ExecutorManager | None = None
         self._node_task: asyncio.Task[None] | None = None
 
@@ -137,7 +141,7 @@ class AllInOne:
                 cache = asyncio.create_task(asyncio.to_thread(self._start_cache, self.cache_config))
                 if _planned_endpoint(self.cache_config) is None or self.cache_config.flamepy_endpoint is not None:
                     await cache  # services must be told where it listens, known only once it does
-            self.node = ExecutorManager(self._node_settings(), connect=self._connect)
+            self.node = ExecutorManager(self._node_settings(), connect=self._connect, warm=self.warm)
             await self.node.start()
             self._node_task = asyncio.create_task(self.node.serve(), name="local-node")
             await self._wait_for_node()
@@ -169,16 +173,15 @@ class AllInOne:
         return (False, None) if rec is None else (True, rec.session.spec.owner)
 
     def _node_settings(self) -> AgentSettings:
+        max_executors = local_node_slots(self.executors)
         if self.executors is not None:
             # Room for that many executors of the cluster's slot, whatever the machine has:
             # asking for N executors on a smaller machine oversubscribes it, as asked.
             slot = self.config.slot
             n = self.executors
             capacity = ResourceRequirement(cpu=slot.cpu * n, memory=slot.memory * n, gpu=slot.gpu * n)
-            max_executors = n
         else:
             capacity = detect_capacity()
-            max_executors = max(capacity.cpu, 1)
         return AgentSettings(
             session_manager=f"127.0.0.1:{self.session_manager.port}",  # for messages only: the link is in-process
             node_name=self.node_name,

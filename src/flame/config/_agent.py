@@ -229,6 +229,16 @@ def _capacity(section: Section) -> ResourceRequirement:
     return capacity
 
 
+def local_node_slots(executors: int | None) -> int:
+    """The executor slots of ``flame up``'s local node: as many as asked, else one per usable cpu."""
+    return executors if executors is not None else max(detect_capacity().cpu, 1)
+
+
+def local_node_work_dir(data_dir: str | Path) -> Path:
+    """Where ``flame up``'s local node keeps executor directories, sockets and logs."""
+    return Path(data_dir) / "executors"
+
+
 def detect_capacity() -> ResourceRequirement:
     """This machine's usable cpus and memory, no gpu.
 

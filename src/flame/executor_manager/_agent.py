@@ -27,6 +27,7 @@ from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import ShimError, WarmPool, reap_stale_services, rpc_status, socket_path_for
+from flame.executor_manager.shims._warm import warm_log
 from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2, wire_enum
 from flame.types import ExecutorState
 
@@ -79,9 +80,13 @@ Connect = Callable[[], Awaitable[BackendCall]]
 class ExecutorManager:
     """``start()``, then ``serve()`` until ``shutdown()``; or ``async with`` around ``serve()``."""
 
-    def __init__(self, settings: AgentSettings, *, connect: Connect | None = None) -> None:
+    def __init__(
+        self, settings: AgentSettings, *, connect: Connect | None = None, warm: WarmPool | None = None
+    ) -> None:
         """``connect`` opens the Backend stream; by default a gRPC call to ``settings.session_manager``
-        (the all-in-one passes an in-process link instead)."""
+        (the all-in-one passes an in-process link instead). ``warm``: warm interpreters started
+        ahead of this object (for ``settings.max_executors`` slots), which it then owns; by default
+        it starts its own when ``settings.warm_services``."""
         self._settings = settings
         self._connect = connect
         self._outbox = Outbox()
@@ -101,11 +106,9 @@ class ExecutorManager:
         self._done = asyncio.Event()
         self.metrics = AgentMetrics(settings.node_name) if settings.metrics_port is not None else None
         # One warm interpreter per free executor slot (a node without a slot limit keeps none).
-        self._warm = (
-            WarmPool(settings.max_executors, cwd=settings.work_dir, log_file=settings.log_dir / "warm.log")
-            if settings.warm_services and settings.max_executors > 0
-            else None
-        )
+        if warm is None and settings.warm_services and settings.max_executors > 0:
+            warm = WarmPool(settings.max_executors, cwd=settings.work_dir, log_file=warm_log(settings.work_dir))
+        self._warm = warm
 
     @property
     def settings(self) -> AgentSettings:

@@ -76,6 +76,11 @@ def _same_interpreter(program: str, python: str) -> bool:
         return False
 
 
+def warm_log(work_dir: Path) -> Path:
+    """Where a node's warm interpreters write before they become services (import errors, say)."""
+    return work_dir / "logs" / "warm.log"
+
+
 class WarmPool:
     """``fill()`` once serving; ``acquire()`` / ``release()`` around every service of the node (warm
     or not); ``take()`` a warm interpreter for a launch; ``close()`` on shutdown."""
@@ -88,6 +93,11 @@ class WarmPool:
         self._in_use = 0
         self._closed = False
         self._refill: asyncio.Task[None] | None = None
+        self._spawned = asyncio.Event()  # the first interpreter was started, or none will be
+
+    @property
+    def slots(self) -> int:
+        return self._slots
 
     @property
     def idle(self) -> int:
@@ -96,6 +106,12 @@ class WarmPool:
 
     def fill(self) -> None:
         self._rebalance()
+
+    async def first_started(self) -> None:
+        """Until the first interpreter of :meth:`fill` is on its way (so a caller about to block the
+        event loop, on imports say, lets it start first)."""
+        if self._refill is not None and not self._refill.done():
+            await self._spawned.wait()
 
     def acquire(self) -> None:
         """A service is starting: its slot needs no warm interpreter."""
@@ -160,6 +176,7 @@ class WarmPool:
             return
         if self._wanted() != len(self._idle):
             self._refill = asyncio.create_task(self._run_refill(), name="warm-interpreters")
+            self._refill.add_done_callback(self._refill_ended)
 
     def _wanted(self) -> int:
         return max(0, self._slots - self._in_use)
@@ -184,6 +201,7 @@ class WarmPool:
                     await process.wait()
                     return
                 self._idle.append(process)  # usable at once: it reads the launch once its imports are done
+                self._spawned.set()
                 # One at a time: the first is ready sooner, and the node's other work keeps a core.
                 assert process.stdout is not None
                 if await process.stdout.readline() != READY:
@@ -191,6 +209,9 @@ class WarmPool:
                     return
             else:
                 return
+
+    def _refill_ended(self, _: asyncio.Task[None]) -> None:
+        self._spawned.set()
 
     async def _start(self) -> asyncio.subprocess.Process:
         self._log_file.parent.mkdir(parents=True, exist_ok=True)
