@@ -17,6 +17,8 @@ from flame.types import ApplicationSpec
 
 FLMRUN_APPLICATION = "flmrun"
 FLMFUNC_APPLICATION = "flmfunc"
+FLMPING_APPLICATION = "flmping"
+FLMPING_MAX_DURATION_MS = 3_600_000  # the longest sleep a flmping task accepts
 
 
 def flmrun_application_spec() -> ApplicationSpec:
@@ -40,7 +42,7 @@ def flmfunc_application_spec() -> ApplicationSpec:
 def builtin_applications(names: Iterable[str]) -> dict[str, ApplicationSpec]:
     """The specs of the named built-in applications (names as ``cluster.builtin_applications`` accepts)."""
     from flame.apps.flmexec import FLMEXEC_APPLICATION, flmexec_application_spec
-    from flame.apps.flmping import FLMPING_APPLICATION, flmping_application_spec
+    from flame.apps.flmping import flmping_application_spec
 
     specs = {
         FLMEXEC_APPLICATION: flmexec_application_spec,

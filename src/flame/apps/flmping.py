@@ -17,11 +17,10 @@ import os
 import socket
 from typing import Any
 
+from flame.apps import FLMPING_APPLICATION as FLMPING_APPLICATION  # importable from here too
+from flame.apps import FLMPING_MAX_DURATION_MS
 from flame.service import FlameService, SessionContext, TaskContext, run
 from flame.types import ApplicationSpec
-
-FLMPING_APPLICATION = "flmping"
-MAX_DURATION_MS = 3_600_000
 
 
 def flmping_application_spec() -> ApplicationSpec:
@@ -44,9 +43,9 @@ def parse_duration_ms(data: bytes | None) -> int:
     if not isinstance(request, dict) or set(request) - {"duration_ms"}:
         raise ValueError(f'flmping input must be a JSON object with only "duration_ms", got {data[:80]!r}')
     duration = request.get("duration_ms", 0)
-    if isinstance(duration, bool) or not isinstance(duration, int) or not 0 <= duration <= MAX_DURATION_MS:
+    if isinstance(duration, bool) or not isinstance(duration, int) or not 0 <= duration <= FLMPING_MAX_DURATION_MS:
         raise ValueError(
-            f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}, got {duration!r}"
+            f"duration_ms must be a whole number of milliseconds from 0 to {FLMPING_MAX_DURATION_MS}, got {duration!r}"
         )
     return duration
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flame.cli._listing import (
     application_details,
@@ -44,8 +44,10 @@ from flame.cli._shared import (
     run_handler,
 )
 from flame.cli._tables import render_json
-from flame.client import Connection
 from flame.errors import FlameError, NotFound
+
+if TYPE_CHECKING:
+    from flame.client import Connection
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flame.apps.flmping import FLMPING_APPLICATION, MAX_DURATION_MS
+from flame.apps import FLMPING_APPLICATION
+from flame.apps import FLMPING_MAX_DURATION_MS as MAX_DURATION_MS
 from flame.cli._progress import ProgressBar
 from flame.cli._records import task_duration_ms
 from flame.cli._shared import (
@@ -37,9 +38,11 @@ from flame.cli._shared import (
     run_handler,
 )
 from flame.cli._tables import MISSING, format_duration_ms, render_json, render_table, state_name
-from flame.client import Session
 from flame.errors import FlameError, NotFound
 from flame.types import SessionState, Task, TaskState
+
+if TYPE_CHECKING:
+    from flame.client import Session
 
 RESULT_HEADERS = ("Task", "State", "Host", "PID", "Executor", "Duration", "Message")
 _REDRAW_SECONDS = 0.1

@@ -8,10 +8,9 @@ bytes, states are Flame's names (``Open``, ``Succeed``, ``NotReady``).
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flame.cli._tables import iso_time, state_name
-from flame.client import Session
 from flame.types import (
     EVENT_SESSION_BIND_FAILED,
     EVENT_SESSION_BIND_GIVEN_UP,
@@ -25,6 +24,9 @@ from flame.types import (
     application_spec_dict,
 )
 from flame.types import Session as SessionInfo
+
+if TYPE_CHECKING:
+    from flame.client import Session
 
 Record = dict[str, Any]
 

@@ -13,12 +13,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from flame.client import Connection, connect
 from flame.config import load_client_config, parse_endpoint, read_token_file
 from flame.errors import FlameError, InvalidArgument
 from flame.types import ResourceRequirement
+
+if TYPE_CHECKING:
+    from flame.client import Connection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -102,6 +104,8 @@ def resreq_flag(text: str) -> ResourceRequirement:
 
 
 def connect_from(args: argparse.Namespace) -> Connection:
+    from flame.client import connect  # here, so commands that run servers never load the client
+
     """Connect as the flags say: --endpoint, else $FLAME_ENDPOINT, else the config's current context."""
     config_path = getattr(args, "config", None)
     endpoint = getattr(args, "endpoint", None)
