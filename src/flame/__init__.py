@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from flame._lazy import lazy_names
 from flame.errors import (
     AlreadyExists,
     FlameError,
@@ -78,12 +79,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name in ("client", "service"):  # as when this package imported them itself
         return importlib.import_module(f"flame.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flame' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # found directly from now on
-    return value
+    return _resolve(name)
 
 
 def __dir__() -> list[str]:
@@ -142,3 +138,4 @@ __all__ = [
 # flame.service, the rest from flame.client.
 _SERVICE = ("ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run")
 _LAZY = {name: "flame.service" if name in _SERVICE else "flame.client" for name in __all__ if name not in globals()}
+_resolve = lazy_names(__name__, _LAZY)

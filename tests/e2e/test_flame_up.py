@@ -22,6 +22,20 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _start_up(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """`flame up` with ``flags``, once it says it is up; and its endpoint."""
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path), *flags]
+    up = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert up.stdout is not None
+    banner = up.stdout.readline()
+    if not banner.startswith("Flame is up"):
+        up.kill()
+        up.wait()
+        raise AssertionError(f"flame up did not start: {banner!r}")
+    return up, endpoint
+
+
 def _warm_children(pid: int) -> list[int]:
     """Children of ``pid`` started as warm interpreters (idle, or the services they became)."""
     return [child for child in _children(pid) if WARM_MAIN.encode() in _cmdline(child)]
@@ -35,17 +49,8 @@ def _cmdline(pid: int) -> bytes:
 
 
 def test_no_warm_services_starts_every_service_cold(tmp_path: Path) -> None:
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path)]
-    up = subprocess.Popen(
-        [*command, "--executors", "1", "--no-warm-services"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    up, endpoint = _start_up(tmp_path, "--executors", "1", "--no-warm-services")
     try:
-        assert up.stdout is not None
-        assert up.stdout.readline().startswith("Flame is up")
         conn = flamepy.connect(endpoint)
         session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=1))
         pid = json.loads(session.run(b"").result(60))["pid"]
@@ -124,16 +129,8 @@ def test_quickstart_runs_a_real_workload() -> None:
 
 
 def test_services_do_not_outlive_a_killed_flame_up(tmp_path: Path) -> None:
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "flame", "up", "--endpoint", endpoint, "--data-dir", str(tmp_path), "--executors", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    up, endpoint = _start_up(tmp_path, "--executors", "3")
     try:
-        assert up.stdout is not None
-        assert up.stdout.readline().startswith("Flame is up")
         conn = flamepy.connect(endpoint)
         session = conn.create_session(flamepy.SessionAttributes(application="flmping", min_instances=2))
         service_pids = {json.loads(f.result(60))["pid"] for f in [session.run(b"") for _ in range(10)]}

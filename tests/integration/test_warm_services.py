@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,51 +106,48 @@ def bind_spec(executor_id: str, session_id: str, spec: types_pb2.ApplicationSpec
     )
 
 
-async def report(
-    fake: FakeSessionManager, executor_id: str, spec: types_pb2.ApplicationSpec
-) -> tuple[dict[str, Any], int]:
-    """Create and bind ``executor_id``, run one task; what the service saw and its pid."""
-    fake.send(create=[backend_pb2.CreateExecutor(executor_id=executor_id)])
-    fake.send(bind=[bind_spec(executor_id, f"s-{executor_id}", spec)])
-    await eventually(lambda: BOUND in fake.states(executor_id))
-    fake.send(run=[run_task(executor_id, f"s-{executor_id}", f"t-{executor_id}", b"")])
-    outcome = await eventually(lambda: fake.outcomes().get(f"t-{executor_id}"))
-    assert outcome.state == types_pb2.Succeed, outcome.message
-    seen = json.loads(outcome.output)
-    return seen, pid_of(fake, executor_id)
+@dataclass
+class Node:
+    fake: FakeSessionManager
+    manager: ExecutorManager
+    work_dir: Path
+
+    async def report(self, executor_id: str, spec: types_pb2.ApplicationSpec) -> tuple[dict[str, Any], int]:
+        """Create and bind ``executor_id``, run one task; what the service saw and its pid."""
+        fake = self.fake
+        fake.send(create=[backend_pb2.CreateExecutor(executor_id=executor_id)])
+        fake.send(bind=[bind_spec(executor_id, f"s-{executor_id}", spec)])
+        await eventually(lambda: BOUND in fake.states(executor_id))
+        fake.send(run=[run_task(executor_id, f"s-{executor_id}", f"t-{executor_id}", b"")])
+        outcome = await eventually(lambda: fake.outcomes().get(f"t-{executor_id}"))
+        assert outcome.state == types_pb2.Succeed, outcome.message
+        recorded = self.work_dir / "pids" / f"{executor_id}.pid"  # the pid the node recorded
+        return json.loads(outcome.output), int(recorded.read_text().split("\n", 1)[0])
 
 
-def pid_of(fake: FakeSessionManager, executor_id: str) -> int:
-    recorded = fake_work_dir(fake) / "pids" / f"{executor_id}.pid"
-    return int(recorded.read_text().split("\n", 1)[0])
-
-
-def fake_work_dir(fake: FakeSessionManager) -> Path:
-    return Path(fake.work_dir)  # type: ignore[attr-defined]
-
-
-def normalise(seen: dict[str, Any], executor_id: str) -> dict[str, Any]:
-    assert seen["executor"] == executor_id
-    return {**seen, "executor": "<id>"}
+@asynccontextmanager
+async def node(tmp_path: Path, work: str, slots: int, warm: bool = True) -> AsyncIterator[Node]:
+    """An executor manager with ``slots`` slots against the fake session manager, its warm
+    interpreters (if ``warm``) all started."""
+    fake = FakeSessionManager()
+    work_dir = tmp_path / work
+    async with backend_server(fake) as port:
+        settings = settings_for(tmp_path, port, work_dir=work_dir, warm_services=warm, max_executors=slots)
+        async with serving(ExecutorManager(settings)) as manager:
+            await eventually(lambda: manager.connected and manager.warm_interpreters == (slots if warm else 0))
+            yield Node(fake, manager, work_dir)
 
 
 def test_a_warm_service_sees_what_a_cold_one_sees(tmp_path: Path) -> None:
     """Same argv, __main__ file, sys.path[0], cwd, environment and stdin, for a script and for -m."""
 
     async def scenario(warm: bool, arguments: list[str], executor_id: str) -> tuple[dict[str, Any], bool, str]:
-        fake = FakeSessionManager()
-        work = tmp_path / ("warm" if warm else "cold")
-        async with backend_server(fake) as port:
-            settings = settings_for(tmp_path, port, work_dir=work, warm_services=warm, max_executors=2)
-            fake.work_dir = str(work)  # type: ignore[attr-defined]
-            async with serving(ExecutorManager(settings)) as manager:
-                await eventually(lambda: manager.connected)
-                if warm:
-                    await eventually(lambda: manager.warm_interpreters == 2)
-                seen, pid = await report(fake, executor_id, report_app(tmp_path, arguments))
-                started_warm = is_warm(pid)
-        log = (work / "logs" / f"{executor_id}.log").read_text()
-        return normalise(seen, executor_id), started_warm, log
+        async with node(tmp_path, "warm" if warm else "cold", 2, warm) as local:
+            seen, pid = await local.report(executor_id, report_app(tmp_path, arguments))
+            started_warm = is_warm(pid)
+        log = (local.work_dir / "logs" / f"{executor_id}.log").read_text()
+        assert seen["executor"] == executor_id
+        return {**seen, "executor": "<id>"}, started_warm, log
 
     for arguments in (["report_service.py", "an-argument"], ["-m", "report_service", "an-argument"]):
         cold, cold_was_warm, cold_log = run(scenario(False, arguments, "e-cold"))
@@ -163,60 +163,45 @@ def test_a_warm_service_sees_what_a_cold_one_sees(tmp_path: Path) -> None:
 
 def test_each_free_slot_holds_one_warm_interpreter_and_shutdown_stops_them(tmp_path: Path) -> None:
     async def scenario() -> None:
-        fake = FakeSessionManager()
-        async with backend_server(fake) as port:
-            settings = settings_for(tmp_path, port, max_executors=2)
-            fake.work_dir = str(settings.work_dir)  # type: ignore[attr-defined]
-            async with serving(ExecutorManager(settings)) as manager:
-                await eventually(lambda: manager.warm_interpreters == 2)
-                idle = warm_pids()
-                assert len(idle) == 2
-                _, pid = await report(fake, "e1", report_app(tmp_path, ["report_service.py"]))
-                assert pid in idle  # one of them became the service
-                assert manager.warm_interpreters == 1  # the other slot keeps its own
-                fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
-                await eventually(lambda: fake.states("e1")[-1] == types_pb2.ExecutorIdle)
-                await eventually(lambda: not alive(pid))
-                await eventually(lambda: manager.warm_interpreters == 2)  # the freed slot gets a new one
-                before_shutdown = warm_pids()
-                assert len(before_shutdown) == 2 and pid not in before_shutdown
-            await eventually(lambda: not any(alive(p) for p in before_shutdown))
-            assert warm_pids() == set()
+        async with node(tmp_path, "work", 2) as local:
+            idle = warm_pids()
+            assert len(idle) == 2
+            _, pid = await local.report("e1", report_app(tmp_path, ["report_service.py"]))
+            assert pid in idle  # one of them became the service
+            assert local.manager.warm_interpreters == 1  # the other slot keeps its own
+            local.fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
+            await eventually(lambda: local.fake.states("e1")[-1] == types_pb2.ExecutorIdle)
+            await eventually(lambda: not alive(pid))
+            await eventually(lambda: local.manager.warm_interpreters == 2)  # the freed slot gets a new one
+            before_shutdown = warm_pids()
+            assert len(before_shutdown) == 2 and pid not in before_shutdown
+        await eventually(lambda: not any(alive(p) for p in before_shutdown))
+        assert warm_pids() == set()
 
     run(scenario())
 
 
 def test_a_service_of_another_command_starts_cold_and_takes_a_warm_slot(tmp_path: Path) -> None:
     async def scenario() -> None:
-        fake = FakeSessionManager()
-        async with backend_server(fake) as port:
-            settings = settings_for(tmp_path, port, max_executors=2)
-            fake.work_dir = str(settings.work_dir)  # type: ignore[attr-defined]
-            async with serving(ExecutorManager(settings)) as manager:
-                await eventually(lambda: manager.warm_interpreters == 2)
-                spec = report_app(tmp_path, ["-c", f"exec {sys.executable} report_service.py"])
-                spec.command = "/bin/sh"
-                seen, pid = await report(fake, "e1", spec)
-                assert not is_warm(pid) and seen["setting"] == "from the spec"
-                # Two slots, one service: one warm interpreter, never more interpreters than slots.
-                await eventually(lambda: manager.warm_interpreters == 1 and len(warm_pids()) == 1)
+        async with node(tmp_path, "work", 2) as local:
+            spec = report_app(tmp_path, ["-c", f"exec {sys.executable} report_service.py"])
+            spec.command = "/bin/sh"
+            seen, pid = await local.report("e1", spec)
+            assert not is_warm(pid) and seen["setting"] == "from the spec"
+            # Two slots, one service: one warm interpreter, never more interpreters than slots.
+            await eventually(lambda: local.manager.warm_interpreters == 1 and len(warm_pids()) == 1)
 
     run(scenario())
 
 
 def test_a_missing_module_fails_the_bind_as_python_would_say_it(tmp_path: Path) -> None:
     async def scenario(warm: bool) -> str:
-        fake = FakeSessionManager()
-        async with backend_server(fake) as port:
-            work = tmp_path / ("warm" if warm else "cold")
-            settings = settings_for(tmp_path, port, work_dir=work, warm_services=warm, max_executors=1)
-            async with serving(ExecutorManager(settings)) as manager:
-                await eventually(lambda: manager.connected and manager.warm_interpreters == (1 if warm else 0))
-                spec = report_app(tmp_path, ["-m", "no_such_module_here"])
-                fake.send(create=[backend_pb2.CreateExecutor(executor_id="e1")])
-                fake.send(bind=[bind_spec("e1", "s1", spec)])
-                await eventually(lambda: len(fake.states("e1")) == 3)  # idle, binding, idle again
-                return str(fake.reports("e1")[-1].message)
+        async with node(tmp_path, "warm" if warm else "cold", 1, warm) as local:
+            spec = report_app(tmp_path, ["-m", "no_such_module_here"])
+            local.fake.send(create=[backend_pb2.CreateExecutor(executor_id="e1")])
+            local.fake.send(bind=[bind_spec("e1", "s1", spec)])
+            await eventually(lambda: len(local.fake.states("e1")) == 3)  # idle, binding, idle again
+            return str(local.fake.reports("e1")[-1].message)
 
     for warm in (False, True):
         message = run(scenario(warm))

@@ -5,8 +5,9 @@ Names are imported on first use (see :mod:`flame.executor_manager`).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flame._lazy import lazy_names
 
 if TYPE_CHECKING:
     from flame.executor_manager.shims._errors import ServiceLost, ShimError
@@ -33,14 +34,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "HostService",
