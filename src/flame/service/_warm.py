@@ -7,9 +7,9 @@ ahead of time, so a session's service is ready in a few milliseconds.
 
 Started as ``python -c 'from flame.service._warm import main; main()' <executor manager pid>``, it
 says ``ready`` on stdout once its imports are done, reads one launch as a JSON line on stdin and
-then turns into that service, as ``python -m module
-args`` or ``python script args`` would have started it: same argv, environment, working directory,
-``sys.path[0]`` and output file. End of input before a launch means it is not needed: it exits 0.
+then turns into that service as ``python -m module args`` or ``python script args`` would have
+started it: same argv, environment, working directory, ``sys.path[0]`` and output file. End of
+input before a launch means it is not needed: it exits 0.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = 9
-_NOT_OUR_PARENT = 70
-READY = b"ready\n"  # the executor manager died before this process could tie itself to it
+_NOT_OUR_PARENT = 70  # the executor manager died before this process could tie itself to it
+READY = b"ready\n"  # the executor manager's pool (shims._warm.READY) waits for this line
 
 
 def main() -> None:

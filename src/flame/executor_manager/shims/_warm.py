@@ -152,6 +152,10 @@ class WarmPool:
                 process.kill()
             await process.wait()
             return False
+        except BaseException:  # cancelled mid-launch: it belongs to no one now (the watcher reaps it)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
         return True
 
     async def close(self) -> None:
