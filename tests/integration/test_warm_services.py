@@ -7,6 +7,7 @@ compares what they see, or counts the node's warm interpreters through /proc.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from flame.executor_manager import ExecutorManager
 from flame.executor_manager.shims._warm import WARM_MAIN
@@ -206,3 +209,34 @@ def test_a_missing_module_fails_the_bind_as_python_would_say_it(tmp_path: Path) 
     for warm in (False, True):
         message = run(scenario(warm))
         assert f"{sys.executable}: No module named no_such_module_here" in message, message
+
+
+def test_an_interpreter_stopped_as_a_service_before_it_was_ready_is_replaced_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bind abandoned while its warm interpreter still imports: the slot gets a new one, and the
+    pool does not mistake the stopped service for an interpreter that failed to start."""
+
+    async def scenario() -> None:
+        fake = FakeSessionManager()
+        async with backend_server(fake) as port:
+            settings = settings_for(tmp_path, port, max_executors=1)
+            async with serving(ExecutorManager(settings)) as manager:
+                await eventually(lambda: manager.connected and manager.warm_interpreters == 1)
+                first = warm_pids()  # spawned, most likely still importing grpc
+                fake.send(create=[backend_pb2.CreateExecutor(executor_id="e1")])
+                fake.send(bind=[bind_spec("e1", "s1", report_app(tmp_path, ["report_service.py"]))])
+                await eventually(lambda: manager.warm_interpreters == 0)
+                fake.send(unbind=[backend_pb2.ExecutorCommand(executor_id="e1")])
+                await eventually(lambda: fake.states("e1")[-1] == types_pb2.ExecutorIdle)
+                await eventually(lambda: manager.warm_interpreters == 1 and bool(warm_pids() - first))
+                fake.send(release=[backend_pb2.ExecutorCommand(executor_id="e1")])  # the node's one slot
+                await eventually(lambda: fake.states("e1")[-1] == types_pb2.ExecutorReleased)
+                _, pid = await Node(fake, manager, settings.work_dir).report(
+                    "e2", report_app(tmp_path, ["report_service.py"])
+                )
+                assert is_warm(pid)
+
+    with caplog.at_level(logging.WARNING, logger="flame.executor_manager.shims._warm"):
+        run(scenario())
+    assert not [r for r in caplog.records if "during its start-up" in r.getMessage()]

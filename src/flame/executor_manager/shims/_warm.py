@@ -94,6 +94,11 @@ class WarmPool:
         self._closed = False
         self._refill: asyncio.Task[None] | None = None
         self._spawned = asyncio.Event()  # the first interpreter was started, or none will be
+        # The one reader of each interpreter's stdout, by pid: it resolves the interpreter's ready
+        # future, then reads on to the pipe's end (at become(), or death), so the pipe is closed
+        # before the event loop is (reap() waits for it).
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+        self._ready: dict[int, asyncio.Future[bool]] = {}
 
     @property
     def slots(self) -> int:
@@ -150,7 +155,7 @@ class WarmPool:
         except (BrokenPipeError, ConnectionResetError):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            await self.reap(process)
             return False
         except BaseException:  # cancelled mid-launch: it belongs to no one now (the watcher reaps it)
             with contextlib.suppress(ProcessLookupError):
@@ -171,7 +176,18 @@ class WarmPool:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         for process in idle:
-            await process.wait()
+            await self.reap(process)
+
+    async def reap(self, process: asyncio.subprocess.Process) -> None:
+        """Wait for ``process`` (one of this pool's, killed or exiting) to end, and for the end of its
+        pipes, so none outlives the event loop and complains when it is collected."""
+        if process.stdin is not None:
+            process.stdin.close()
+        await process.wait()
+        watcher = self._watchers.pop(process.pid, None)
+        self._ready.pop(process.pid, None)
+        if watcher is not None:
+            await watcher  # its stdout ends with it
 
     # ---- keeping one per free slot ----
 
@@ -193,7 +209,7 @@ class WarmPool:
                 process = self._idle.pop()
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                await process.wait()
+                await self.reap(process)
             elif len(self._idle) < wanted:
                 try:
                     process = await self._start()
@@ -202,13 +218,13 @@ class WarmPool:
                     return
                 if self._closed:
                     process.kill()
-                    await process.wait()
+                    await self.reap(process)
                     return
                 self._idle.append(process)  # usable at once: it reads the launch once its imports are done
                 self._spawned.set()
                 # One at a time: the first is ready sooner, and the node's other work keeps a core.
-                assert process.stdout is not None
-                if await process.stdout.readline() != READY:
+                ready = await self._ready[process.pid]
+                if not ready and process in self._idle:  # taken meanwhile, it was a service's to lose
                     logger.warning("a warm interpreter ended during its start-up (see %s)", self._log_file)
                     return
             else:
@@ -220,7 +236,7 @@ class WarmPool:
     async def _start(self) -> asyncio.subprocess.Process:
         self._log_file.parent.mkdir(parents=True, exist_ok=True)
         with self._log_file.open("ab") as log:
-            return await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
                 WARM_MAIN,
@@ -231,3 +247,20 @@ class WarmPool:
                 cwd=self._cwd,
                 start_new_session=True,
             )
+        ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._ready[process.pid] = ready
+        self._watchers[process.pid] = asyncio.create_task(_watch(process, ready), name="warm-interpreter-stdout")
+        return process
+
+
+async def _watch(process: asyncio.subprocess.Process, ready: asyncio.Future[bool]) -> None:
+    """Resolve ``ready`` with whether the interpreter said so, then read its stdout to the end."""
+    assert process.stdout is not None
+    try:
+        line = await process.stdout.readline()
+        if not ready.done():
+            ready.set_result(line == READY)
+        await process.stdout.read()
+    finally:
+        if not ready.done():
+            ready.set_result(False)

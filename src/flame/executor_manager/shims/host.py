@@ -224,7 +224,10 @@ class HostService:
                     await asyncio.wait_for(self._process.wait(), self._stop_grace)
             # Also reaches children that outlived the service or ignored SIGTERM.
             self._signal_group(signal.SIGKILL)
-            await self._process.wait()
+            if self.warm_started and self._warm is not None:
+                await self._warm.reap(self._process)  # its pipes from its warm days too
+            else:
+                await self._process.wait()
         except BaseException:
             self._signal_group(signal.SIGKILL)
             raise
