@@ -126,10 +126,8 @@ def run_up(args: argparse.Namespace) -> None:
 async def _start_warm_pool(config: ClusterConfig, executors: int | None) -> WarmPool:
     from flame.config._agent import local_node_slots, local_node_work_dir
     from flame.executor_manager.shims import WarmPool
-    from flame.executor_manager.shims._warm import warm_log
 
-    work_dir = local_node_work_dir(config.data_dir)
-    warm = WarmPool(local_node_slots(executors), cwd=work_dir, log_file=warm_log(work_dir))
+    warm = WarmPool.for_node(local_node_slots(executors), local_node_work_dir(config.data_dir))
     warm.fill()
     await warm.first_started()
     return warm

@@ -104,9 +104,9 @@ def resreq_flag(text: str) -> ResourceRequirement:
 
 
 def connect_from(args: argparse.Namespace) -> Connection:
+    """Connect as the flags say: --endpoint, else $FLAME_ENDPOINT, else the config's current context."""
     from flame.client import connect  # here, so commands that run servers never load the client
 
-    """Connect as the flags say: --endpoint, else $FLAME_ENDPOINT, else the config's current context."""
     config_path = getattr(args, "config", None)
     endpoint = getattr(args, "endpoint", None)
     token_file = getattr(args, "token_file", None)

@@ -129,7 +129,7 @@ def _build(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         node_name=section.string("node_name", "") or socket.gethostname(),
         capacity=capacity,
         max_executors=section.integer("max_executors", max(capacity.cpu, 1), 1),
-        warm_services=_flag(section, "warm_services", True),
+        warm_services=section.optional_flag("warm_services") is not False,  # default: on
         work_dir=_work_dir(section, env, base_dir),
         heartbeat_interval_ms=section.integer("heartbeat_interval", 1000, 1, " of milliseconds"),
         service_start_timeout=section.number("service_start_timeout", 30.0, 0, inclusive=False, unit="seconds"),
@@ -288,12 +288,3 @@ def _metrics_port(section: Section) -> int | None:
     if port is not None and port > 65535:
         raise section.error("metrics_port", port, "a port from 0 to 65535 (0: any free port)")
     return port
-
-
-def _flag(section: Section, name: str, default: bool) -> bool:
-    value = section.raw(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise section.error(name, value, "true or false")
-    return value

@@ -47,9 +47,7 @@ def parse_dashboard(cluster: Section, has_tls: bool, cluster_tokens: bool = Fals
     token, or mtls with cluster.tls.ca_file: its client certificates)."""
     section = cluster.section("dashboard")
     section.check_keys(_KEYS)
-    enabled = section.raw("enabled")
-    if enabled is not None and not isinstance(enabled, bool):
-        raise section.error("enabled", enabled, "true or false")
+    enabled = section.optional_flag("enabled")
     host = section.string("host", DEFAULT_DASHBOARD_HOST)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

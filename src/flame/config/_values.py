@@ -171,6 +171,13 @@ class Section:
             raise self.error(name, value, "a non-empty string")
         return value.strip()
 
+    def optional_flag(self, name: str) -> bool | None:
+        """``true`` or ``false``; None when not given."""
+        value = self.data.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise self.error(name, value, "true or false")
+        return value
+
     def optional_string(self, name: str) -> str | None:
         return self.string(name, "") or None
 

@@ -27,7 +27,6 @@ from flame.executor_manager._metrics import AgentMetrics
 from flame.executor_manager._outbox import Outbox
 from flame.executor_manager._settings import AgentSettings
 from flame.executor_manager.shims import ShimError, WarmPool, reap_stale_services, rpc_status, socket_path_for
-from flame.executor_manager.shims._warm import warm_log
 from flame.protocol import backend_pb2, backend_pb2_grpc, resreq_from_pb, resreq_to_pb, types_pb2, wire_enum
 from flame.types import ExecutorState
 
@@ -107,7 +106,7 @@ class ExecutorManager:
         self.metrics = AgentMetrics(settings.node_name) if settings.metrics_port is not None else None
         # One warm interpreter per free executor slot (a node without a slot limit keeps none).
         if warm is None and settings.warm_services and settings.max_executors > 0:
-            warm = WarmPool(settings.max_executors, cwd=settings.work_dir, log_file=warm_log(settings.work_dir))
+            warm = WarmPool.for_node(settings.max_executors, settings.work_dir)
         self._warm = warm
 
     @property

@@ -76,11 +76,6 @@ def _same_interpreter(program: str, python: str) -> bool:
         return False
 
 
-def warm_log(work_dir: Path) -> Path:
-    """Where a node's warm interpreters write before they become services (import errors, say)."""
-    return work_dir / "logs" / "warm.log"
-
-
 class WarmPool:
     """``fill()`` once serving; ``acquire()`` / ``release()`` around every service of the node (warm
     or not); ``take()`` a warm interpreter for a launch; ``close()`` on shutdown."""
@@ -100,9 +95,11 @@ class WarmPool:
         self._watchers: dict[int, asyncio.Task[None]] = {}
         self._ready: dict[int, asyncio.Future[bool]] = {}
 
-    @property
-    def slots(self) -> int:
-        return self._slots
+    @classmethod
+    def for_node(cls, slots: int, work_dir: Path) -> WarmPool:
+        """The pool of a node with ``slots`` slots and this work dir: its interpreters start there,
+        and what they write before they become services (import errors, say) goes to logs/warm.log."""
+        return cls(slots, cwd=work_dir, log_file=work_dir / "logs" / "warm.log")
 
     @property
     def idle(self) -> int:
